@@ -1,0 +1,5 @@
+"""audio-engine: a real-time streaming audio engine (captions, voice activity, sound events, HRTF)."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Signal-processing kernels (Numba, ``nogil``) and their small stateful wrappers."""

@@ -1,0 +1,137 @@
+"""Events: small frozen dataclasses stamped on the audio clock.
+
+Every event carries ``sample`` (absolute index of the sample at which it happened, counted on the
+clock of ``sample_rate``), so latency can be measured on the audio clock as well as the wall clock
+(``wall_time`` is ``time.monotonic()`` when the event was emitted). ``type`` is the dotted name
+used by subscribers (``eng.on("transcript.final", cb)``) and in JSON Lines output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class: one thing that happened at ``sample`` on the audio clock."""
+
+    type: ClassVar[str] = "event"
+    sample: int
+    sample_rate: int
+    node: str = ""
+    wall_time: float = field(default_factory=time.monotonic, compare=False)
+
+    @property
+    def time_s(self) -> float:
+        """Seconds since the start of the stream, on the audio clock."""
+        return self.sample / self.sample_rate if self.sample_rate else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the schema used by ``sink.events`` and the web API)."""
+        d: dict[str, Any] = {"type": self.type, "time_s": round(self.time_s, 4)}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "wall_time":
+                continue
+            if isinstance(v, tuple):
+                v = [list(x) if isinstance(x, tuple) else x for x in v]
+            d[f.name] = v
+        return d
+
+
+@dataclass(frozen=True)
+class SpeechStarted(Event):
+    type: ClassVar[str] = "vad.speech_started"
+    probability: float = 0.0
+
+
+@dataclass(frozen=True)
+class SpeechStopped(Event):
+    """Speech ended at ``sample``; ``start_sample`` is where it began (pre-roll included)."""
+
+    type: ClassVar[str] = "vad.speech_stopped"
+    start_sample: int = 0
+
+
+@dataclass(frozen=True)
+class VadProbability(Event):
+    type: ClassVar[str] = "vad.probability"
+    probability: float = 0.0
+
+
+@dataclass(frozen=True)
+class TranscriptPartial(Event):
+    """An interim hypothesis: ``stable`` never changes afterwards, ``unstable`` may."""
+
+    type: ClassVar[str] = "transcript.partial"
+    stable: str = ""
+    unstable: str = ""
+    start_sample: int = 0
+
+    @property
+    def text(self) -> str:
+        return (self.stable + " " + self.unstable).strip()
+
+
+@dataclass(frozen=True)
+class TranscriptFinal(Event):
+    """A finished utterance; ``sample`` is its end on the audio clock."""
+
+    type: ClassVar[str] = "transcript.final"
+    text: str = ""
+    start_sample: int = 0
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    language: str = ""
+    words: tuple[tuple[str, float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class SoundEventStarted(Event):
+    type: ClassVar[str] = "sound.started"
+    group: str = ""
+    score: float = 0.0
+    top_classes: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class SoundEventStopped(Event):
+    type: ClassVar[str] = "sound.stopped"
+    group: str = ""
+    start_sample: int = 0
+    max_score: float = 0.0
+
+
+@dataclass(frozen=True)
+class SoundScores(Event):
+    type: ClassVar[str] = "sound.scores"
+    scores: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeError(Event):
+    """A node raised: the graph keeps running, the error becomes this event."""
+
+    type: ClassVar[str] = "engine.node_error"
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class StreamStatus(Event):
+    """Input overflow / output underflow reported by the audio backend."""
+
+    type: ClassVar[str] = "engine.xrun"
+    kind: str = ""
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class Control(Event):
+    """A control message for a node (e.g. a spatializer position change)."""
+
+    type: ClassVar[str] = "control"
+    target: str = ""
+    values: tuple[tuple[str, Any], ...] = ()

@@ -1,0 +1,1 @@
+"""Model management (manifest, fetch, verify) and the onnxruntime wrappers of each model."""

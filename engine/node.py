@@ -1,0 +1,237 @@
+"""The node contract.
+
+A node is one processing step in a graph. The contract follows pedalboard / JUCE
+(``prepare`` / ``process`` / ``reset`` / ``latency``) with MediaPipe-style static port
+declarations that are checked when a graph is loaded, before anything runs:
+
+.. code-block:: python
+
+    @register
+    class Gain(Node):
+        type_name = "dsp.gain"
+        inputs = {"audio": AUDIO}
+        outputs = {"audio": AUDIO}
+
+        @dataclass(frozen=True)
+        class Params:
+            db: float = param(0.0, ge=-120, le=40, doc="gain in dB")
+
+        def negotiate(self, inputs):            # pure: derive output formats, raise on mismatch
+            return {"audio": inputs["audio"]}
+
+        def prepare(self, specs):               # allocate, load models, compile kernels
+            self.g = np.float32(10 ** (self.params.db / 20))
+
+        def process(self, io):                  # any length 0..max_block; no allocation
+            x = io.audio("audio"); y = io.out("audio")
+            np.multiply(x, self.g, out=y[: len(x)])
+            io.produced("audio", len(x))
+
+Real-time rules for ``process``: it runs on the DSP thread once per quantum (or on a worker thread
+for nodes with ``thread = "worker"``); it must accept any block length from 0 to ``max_block``; it
+must not block, allocate large buffers or log; heavy work belongs in Numba ``nogil`` kernels or
+onnxruntime. A node's output must not depend on the block size.
+
+Audio travels as float32 arrays of shape ``(frames, channels)``. An audio output port may produce a
+different number of frames than it consumed (a resampler, or the VAD's gated ``speech`` port): the
+node reports what it wrote with ``io.produced(port, n)``. Events travel beside audio on event ports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import NegotiationError
+from .events import Event
+
+AUDIO = "audio"
+EVENTS = "events"
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    """The format of one audio stream, agreed once before running."""
+
+    sample_rate: int
+    channels: int
+    max_block: int
+
+    def describe(self) -> str:
+        ch = {1: "mono", 2: "stereo"}.get(self.channels, f"{self.channels} channels")
+        return f"{self.sample_rate} Hz {ch}"
+
+
+def param(
+    default: Any = dataclasses.MISSING,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    choices: tuple | None = None,
+    doc: str = "",
+) -> Any:
+    """Declare a node parameter with its default, range and documentation."""
+    meta = {"gt": gt, "ge": ge, "lt": lt, "le": le, "choices": choices, "doc": doc}
+    if isinstance(default, (list, dict)):
+        d = default
+        return dataclasses.field(default_factory=lambda: type(d)(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+class NodeIO:
+    """What ``process`` sees for one quantum. Owned by the runtime and reused (no allocation)."""
+
+    __slots__ = ("_in", "_out", "_produced", "_events_in", "_events_out", "start", "backlog",
+                 "node_id")
+
+    def __init__(self, node_id: str, out_buffers: dict[str, np.ndarray], event_ports: list[str]):
+        self.node_id = node_id
+        self._in: dict[str, np.ndarray] = {}
+        self._out = out_buffers
+        self._produced: dict[str, int] = dict.fromkeys(out_buffers, 0)
+        self._events_in: dict[str, list[Event]] = {}
+        self._events_out: dict[str, list[Event]] = {p: [] for p in event_ports}
+        #: absolute sample index (on each input port's clock) of the first frame of this block
+        self.start: dict[str, int] = {}
+        #: number of quanta still queued behind this one (worker nodes); 0 on the DSP thread
+        self.backlog = 0
+
+    # -- inputs
+    def audio(self, port: str) -> np.ndarray:
+        """The input block on ``port``: float32 ``(frames, channels)``, read-only by convention."""
+        return self._in[port]
+
+    def has_audio(self, port: str) -> bool:
+        return port in self._in
+
+    def events(self, port: str) -> list[Event]:
+        """Events that arrived on ``port`` during this quantum (possibly empty)."""
+        return self._events_in.get(port, _EMPTY)
+
+    # -- outputs
+    def out(self, port: str) -> np.ndarray:
+        """The preallocated output buffer of ``port``, shape ``(max_block, channels)``."""
+        return self._out[port]
+
+    def produced(self, port: str, frames: int) -> None:
+        """Report how many frames were written to the start of ``out(port)``."""
+        self._produced[port] = frames
+
+    def emit(self, port: str, event: Event) -> None:
+        self._events_out[port].append(event)
+
+
+_EMPTY: list[Event] = []
+
+
+class Node:
+    """Base class of every node. See the module docstring for the contract."""
+
+    type_name: ClassVar[str] = ""
+    #: input ports: name -> AUDIO | EVENTS
+    inputs: ClassVar[dict[str, str]] = {}
+    #: output ports: name -> AUDIO | EVENTS
+    outputs: ClassVar[dict[str, str]] = {}
+    #: input ports that may be left unconnected
+    optional_inputs: ClassVar[frozenset[str]] = frozenset()
+    #: "dsp" (runs in the DSP loop) or "worker" (own thread behind a bounded queue)
+    thread: ClassVar[str] = "dsp"
+    #: for worker nodes: queue policy when full, "drop_oldest" | "drop_newest" | "block"
+    queue_policy: ClassVar[str] = "drop_oldest"
+    queue_size: ClassVar[int] = 1000
+    #: True for sources: they have no audio inputs and are pulled by the runtime
+    is_source: ClassVar[bool] = False
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def __init__(self, node_id: str, params: Any):
+        self.id = node_id
+        self.params = params
+        self.latency_samples = 0
+
+    # -- lifecycle
+    def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
+        """Pure: given the formats on the audio inputs, return the formats of the audio outputs.
+
+        Raise :class:`NegotiationError` with a message that names the fix on a mismatch.
+        """
+        return {}
+
+    def prepare(self, specs: dict[str, AudioSpec]) -> None:
+        """Allocate buffers, load models, compile and warm kernels. ``specs`` holds the agreed
+        formats of all audio ports, inputs and outputs (an output named like an input wins)."""
+
+    def process(self, io: NodeIO) -> None:
+        """Process one block. Must accept 0..max_block frames and must not allocate or block."""
+
+    def reset(self) -> None:
+        """Clear state (filters, recurrent states, buffers); keep parameters."""
+
+    def flush(self, io: NodeIO) -> None:
+        """End of stream: drain internal buffers and emit final results. Same I/O as process."""
+
+    def close(self) -> None:
+        """Release resources (files, streams, sessions)."""
+
+    def control(self, values: dict[str, Any]) -> None:
+        """Apply a run-time control change (thread-safe: called from the runtime between blocks)."""
+        raise NegotiationError(f"node {self.id} ({self.type_name}) takes no controls")
+
+    def stats(self) -> dict[str, Any]:
+        """Node-specific statistics merged into the run's statistics."""
+        return {}
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+
+_REGISTRY: dict[str, type[Node]] = {}
+
+
+def register(cls: type[Node]) -> type[Node]:
+    """Class decorator: make a node type available to graph files under ``cls.type_name``."""
+    if not cls.type_name:
+        raise TypeError(f"{cls.__name__} has no type_name")
+    _REGISTRY[cls.type_name] = cls
+    return cls
+
+
+def node_types() -> dict[str, type[Node]]:
+    from . import nodes  # noqa: F401  (imports every node module, which registers it)
+
+    return dict(_REGISTRY)
+
+
+def did_you_mean(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def require_rate(node_id: str, port: str, spec: AudioSpec, rates, producer: str = "") -> None:
+    """Raise a NegotiationError that names the fix if ``spec.sample_rate`` is not in ``rates``."""
+    if spec.sample_rate in rates:
+        return
+    want = " or ".join(f"{r} Hz" for r in rates)
+    src = f" from {producer}" if producer else ""
+    raise NegotiationError(
+        f"{node_id}.{port} needs {want}, got {spec.sample_rate} Hz{src}: "
+        f"add a dsp.resample with rate = {rates[0]} before it"
+    )
+
+
+def require_mono(node_id: str, port: str, spec: AudioSpec, producer: str = "") -> None:
+    if spec.channels == 1:
+        return
+    src = f" from {producer}" if producer else ""
+    raise NegotiationError(
+        f"{node_id}.{port} needs mono, got {spec.describe()}{src}: "
+        f"add a dsp.mix with channels = 1 before it"
+    )
