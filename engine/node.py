@@ -88,7 +88,7 @@ class NodeIO:
     """What ``process`` sees for one quantum. Owned by the runtime and reused (no allocation)."""
 
     __slots__ = ("_in", "_out", "_produced", "_events_in", "_events_out", "start", "backlog",
-                 "node_id")
+                 "node_id", "frames")
 
     def __init__(self, node_id: str, out_buffers: dict[str, np.ndarray], event_ports: list[str]):
         self.node_id = node_id
@@ -101,6 +101,8 @@ class NodeIO:
         self.start: dict[str, int] = {}
         #: number of quanta still queued behind this one (worker nodes); 0 on the DSP thread
         self.backlog = 0
+        #: sources only: how many frames the runtime asks for in this quantum
+        self.frames = 0
 
     # -- inputs
     def audio(self, port: str) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Test helpers that ship with the package (as Pipecat does): feed audio in, get audio and events out.
+"""Test helpers shipped with the package (as Pipecat does): feed audio in, get events out.
 
 ``run_node`` drives a single node through its real lifecycle (negotiate, prepare, process in
 blocks, flush) without audio hardware, so a node's behaviour can be checked for any block size.

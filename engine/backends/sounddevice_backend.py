@@ -1,0 +1,143 @@
+"""python-sounddevice backend (the default).
+
+The callbacks below are the engine's only code on the audio thread. They copy between the device
+buffer and a preallocated :class:`~engine.ring.AudioRing`, record the stream time and status flags,
+and time themselves into a preallocated array. Nothing else.
+"""
+
+from __future__ import annotations
+
+import sounddevice as sd
+
+from ..errors import DeviceError
+from ..ring import AudioRing
+from . import DeviceInfo, resolve_device
+from .stream_stats import CallbackStats
+
+
+def list_devices() -> list[DeviceInfo]:
+    try:
+        devs = sd.query_devices()
+        apis = sd.query_hostapis()
+        d_in, d_out = sd.default.device
+    except sd.PortAudioError as e:
+        raise DeviceError(f"PortAudio could not list devices: {e}") from None
+    out = []
+    for i, d in enumerate(devs):
+        out.append(DeviceInfo(
+            index=i, name=d["name"], hostapi=apis[d["hostapi"]]["name"],
+            max_input_channels=d["max_input_channels"],
+            max_output_channels=d["max_output_channels"],
+            default_samplerate=d["default_samplerate"],
+            default_input=(i == d_in), default_output=(i == d_out)))
+    return out
+
+
+class _Stream:
+    def __init__(self, stream: sd._StreamBase, stats: CallbackStats, device: DeviceInfo):
+        self._stream = stream
+        self.stats = stats
+        self.device = device
+
+    @property
+    def samplerate(self) -> float:
+        return float(self._stream.samplerate)
+
+    @property
+    def latency(self) -> float:
+        return float(self._stream.latency)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._stream.active)
+
+    def start(self) -> None:
+        try:
+            self._stream.start()
+        except sd.PortAudioError as e:
+            msg = f"could not start audio stream on '{self.device.name}': {e}"
+            raise DeviceError(msg) from None
+
+    def stop(self) -> None:
+        try:
+            self._stream.stop()
+        except sd.PortAudioError:
+            pass
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        except sd.PortAudioError:
+            pass
+
+
+def open_input(device, samplerate: int, channels: int, blocksize: int, ring: AudioRing,
+               latency="low") -> _Stream:
+    info = resolve_device(list_devices(), device, "input")
+    stats = CallbackStats()
+    clock = stats.clock
+    durations = stats.durations
+    mask = CallbackStats.SIZE - 1
+    write = ring.write
+
+    def callback(indata, frames, time_info, status):  # audio thread: copy + count only
+        t0 = clock()
+        write(indata)
+        if status:
+            if status.input_overflow:
+                stats.input_overflows += 1
+            if status.input_underflow:
+                stats.input_underflows += 1
+        stats.frames += frames
+        stats.last_stream_time = time_info.inputBufferAdcTime
+        stats.last_callback_wall = t0
+        durations[stats.count & mask] = clock() - t0
+        stats.count += 1
+
+    try:
+        stream = sd.InputStream(device=info.index, samplerate=samplerate, channels=channels,
+                                blocksize=blocksize, dtype="float32", latency=latency,
+                                callback=callback)
+    except (sd.PortAudioError, ValueError) as e:
+        raise DeviceError(
+            f"could not open input device [{info.index}] '{info.name}' at {samplerate} Hz, "
+            f"{channels} channel(s): {e}. Try another sample_rate (its default is "
+            f"{info.default_samplerate:.0f} Hz) or device (`audio-engine devices`)") from None
+    return _Stream(stream, stats, info)
+
+
+def open_output(device, samplerate: int, channels: int, blocksize: int, ring: AudioRing,
+                latency="low", prime_frames: int = 0) -> _Stream:
+    info = resolve_device(list_devices(), device, "output")
+    stats = CallbackStats()
+    clock = stats.clock
+    durations = stats.durations
+    mask = CallbackStats.SIZE - 1
+    read_into = ring.read_into
+    stats.priming = prime_frames
+
+    def callback(outdata, frames, time_info, status):  # audio thread: copy + count only
+        t0 = clock()
+        if stats.priming and ring.available < stats.priming:
+            outdata.fill(0)  # wait for the first frames so playback starts without a gap
+        else:
+            stats.priming = 0
+            read_into(outdata, True)
+        if status and status.output_underflow:
+            stats.output_underflows += 1
+        stats.frames += frames
+        stats.last_stream_time = time_info.outputBufferDacTime
+        stats.last_callback_wall = t0
+        durations[stats.count & mask] = clock() - t0
+        stats.count += 1
+
+    try:
+        stream = sd.OutputStream(device=info.index, samplerate=samplerate, channels=channels,
+                                 blocksize=blocksize, dtype="float32", latency=latency,
+                                 callback=callback)
+    except (sd.PortAudioError, ValueError) as e:
+        raise DeviceError(
+            f"could not open output device [{info.index}] '{info.name}' at {samplerate} Hz, "
+            f"{channels} channel(s): {e}. Try another sample rate or device "
+            "(`audio-engine devices`)") from None
+    return _Stream(stream, stats, info)

@@ -1,0 +1,80 @@
+"""The terminal: event lines scroll above a live status line (input level, node load, events).
+
+All writers go through :data:`CONSOLE` so lines never tear: a line printed by a sink clears the
+status line, prints, and the status line is redrawn. Without a terminal (pipes, CI) the status
+line is off and lines are plain.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import TextIO
+
+
+class Console:
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
+        self._status = ""
+        self._live = ""  # a live line (captions) shown above the status line
+        self.status_enabled = False
+
+    @property
+    def tty(self) -> bool:
+        return hasattr(self.stream, "isatty") and self.stream.isatty() and \
+            os.environ.get("TERM") != "dumb"
+
+    def _clear(self) -> None:
+        if self.tty and (self._status or self._live):
+            n = (1 if self._status else 0) + (1 if self._live else 0)
+            self.stream.write("\r\x1b[K" + "\x1b[1A\x1b[K" * (n - 1))
+
+    def _draw(self) -> None:
+        if not self.tty:
+            return
+        parts = []
+        if self._live:
+            parts.append(self._live)
+        if self._status and self.status_enabled:
+            parts.append("\x1b[2m" + self._status + "\x1b[0m")
+        self.stream.write("\n".join(parts))
+
+    def line(self, text: str) -> None:
+        """Print a line that scrolls up (an event, a final caption)."""
+        with self._lock:
+            self._clear()
+            self.stream.write(text + "\n")
+            self._draw()
+            self.stream.flush()
+
+    def live(self, text: str) -> None:
+        """Set the live line (e.g. the caption being spoken); only drawn on a terminal."""
+        with self._lock:
+            if not self.tty:
+                self._live = text
+                return
+            self._clear()
+            self._live = text
+            self._draw()
+            self.stream.flush()
+
+    def status(self, text: str) -> None:
+        with self._lock:
+            if not (self.tty and self.status_enabled):
+                return
+            self._clear()
+            self._status = text
+            self._draw()
+            self.stream.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._clear()
+            self._status = ""
+            self._live = ""
+            self.stream.flush()
+
+
+CONSOLE = Console()

@@ -1,0 +1,418 @@
+"""Graph files: TOML under ``graphs/``, validated in stages before anything runs.
+
+.. code-block:: toml
+
+    schema_version = 1
+    name = "live-captions"
+    [engine]                      # optional
+    quantum_ms = 10
+    [[nodes]]
+    id = "mic"
+    type = "source.microphone"
+    params = { sample_rate = 48000 }
+    [[nodes]]
+    id = "vad"
+    type = "vad.silero"
+    in = { audio = "to16k.audio" }
+
+Validation follows MediaPipe's staging and never stops at the first problem: every problem is
+collected with its path (``nodes[asr].params.window_s: must be > 0, got -1``) and reported in one
+:class:`~engine.errors.GraphError`:
+
+1. TOML syntax; unknown top-level / node keys;
+2. node ids (missing, duplicate), node types (unknown, with a did-you-mean);
+3. parameters: unknown names, types, ranges and choices, node-specific checks (model files);
+4. wiring: unknown ports, missing producers, audio port fed by an events port, cycles;
+5. format negotiation (sample rates, channels), done by :func:`engine.runtime.compile_graph`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import GraphError
+from .node import AUDIO, Node, did_you_mean, node_types
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+TOP_KEYS = {"schema_version", "name", "description", "engine", "nodes"}
+NODE_KEYS = {"id", "type", "in", "params", "thread", "queue_size", "queue_policy", "description"}
+ENGINE_KEYS = {"quantum_ms", "backend", "worker_threads"}
+QUEUE_POLICIES = ("drop_oldest", "drop_newest", "block")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    quantum_ms: float = 10.0
+    backend: str = "sounddevice"
+
+
+@dataclass(frozen=True)
+class NodeDecl:
+    """One validated node declaration."""
+
+    id: str
+    type: str
+    cls: type[Node]
+    params: Any
+    #: input port -> list of (producer id, producer port)
+    inputs: dict[str, tuple[tuple[str, str], ...]]
+    thread: str
+    queue_size: int
+    queue_policy: str
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    source: str
+    nodes: tuple[NodeDecl, ...]
+    settings: EngineSettings = field(default_factory=EngineSettings)
+    description: str = ""
+
+    def node(self, node_id: str) -> NodeDecl:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def order(self) -> list[NodeDecl]:
+        """Nodes in topological order (producers before consumers)."""
+        return topo_order(self.nodes)
+
+
+def topo_order(nodes) -> list[NodeDecl]:
+    by_id = {n.id: n for n in nodes}
+    done: set[str] = set()
+    out: list[NodeDecl] = []
+
+    def visit(n: NodeDecl, stack: tuple[str, ...]) -> None:
+        if n.id in done or n.id in stack:
+            return
+        for refs in n.inputs.values():
+            for pid, _ in refs:
+                if pid in by_id:
+                    visit(by_id[pid], stack + (n.id,))
+        done.add(n.id)
+        out.append(n)
+
+    for n in nodes:
+        visit(n, ())
+    return out
+
+
+def load_graph(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> GraphSpec:
+    """Read and validate a graph file (stages 1-4). Raises GraphError listing every problem."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise GraphError(str(p), [f"file not found: {p}"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise GraphError(str(p), [f"cannot read {p}: {e}"]) from None
+    return parse_graph(text, str(p), overrides)
+
+
+def parse_graph(text: str, source: str = "<graph>",
+                overrides: dict[str, dict[str, Any]] | None = None) -> GraphSpec:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise GraphError(source, [f"not valid TOML: {e}"]) from None
+    return validate_graph(data, source, overrides)
+
+
+def validate_graph(data: dict, source: str = "<graph>",
+                   overrides: dict[str, dict[str, Any]] | None = None) -> GraphSpec:
+    problems: list[str] = []
+    for k in data:
+        if k not in TOP_KEYS:
+            problems.append(f"{k}: unknown top-level key{did_you_mean(k, TOP_KEYS)}")
+    ver = data.get("schema_version", 1)
+    if ver != 1:
+        problems.append(f"schema_version: must be 1, got {ver!r}")
+    settings = _engine_settings(data.get("engine", {}), problems)
+    raw_nodes = data.get("nodes")
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        problems.append("nodes: a graph needs at least one [[nodes]] table")
+        raise GraphError(source, problems)
+
+    registry = node_types()
+    decls: list[tuple[str, dict, type[Node] | None]] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(raw_nodes):
+        if not isinstance(raw, dict):
+            problems.append(f"nodes[{i}]: must be a table, got {type(raw).__name__}")
+            continue
+        nid = raw.get("id")
+        label = f"nodes[{nid}]" if isinstance(nid, str) and nid else f"nodes[{i}]"
+        if not isinstance(nid, str) or not nid:
+            problems.append(f"{label}.id: missing (every node needs a unique string id)")
+            nid = f"#{i}"
+        elif not nid.replace("_", "").replace("-", "").isalnum():
+            problems.append(f"{label}.id: '{nid}' must use letters, digits, '_' or '-' only")
+        if nid in seen:
+            problems.append(f"{label}.id: duplicate id '{nid}' (also nodes[{seen[nid]}])")
+        seen[nid] = i
+        for k in raw:
+            if k not in NODE_KEYS:
+                problems.append(f"{label}.{k}: unknown key{did_you_mean(k, NODE_KEYS)}")
+        t = raw.get("type")
+        cls = None
+        if not isinstance(t, str):
+            problems.append(f"{label}.type: missing (e.g. type = \"vad.silero\")")
+        elif t not in registry:
+            problems.append(f"{label}.type: unknown node type '{t}'{did_you_mean(t, registry)}")
+        else:
+            cls = registry[t]
+        decls.append((nid, raw, cls))
+
+    nodes: list[NodeDecl] = []
+    for nid, raw, cls in decls:
+        label = f"nodes[{nid}]"
+        params_raw = raw.get("params", {})
+        if overrides and nid in overrides:
+            params_raw = {**params_raw, **overrides[nid]}
+        params = None
+        if cls is not None:
+            if not isinstance(params_raw, dict):
+                problems.append(f"{label}.params: must be a table")
+            else:
+                params = build_params(cls, params_raw, f"{label}.params", problems)
+                if params is not None and hasattr(cls, "validate_params"):
+                    problems.extend(f"{label}.params.{p}" if not p.startswith(label) else p
+                                    for p in cls.validate_params(params))
+        inputs = _inputs(raw.get("in", {}), label, cls, problems)
+        thread = raw.get("thread", cls.thread if cls else "dsp")
+        if thread not in ("dsp", "worker"):
+            problems.append(f"{label}.thread: must be 'dsp' or 'worker', got {thread!r}")
+        qs = raw.get("queue_size", cls.queue_size if cls else 1000)
+        if not isinstance(qs, int) or isinstance(qs, bool) or qs <= 0:
+            problems.append(f"{label}.queue_size: must be an integer > 0, got {qs!r}")
+        qp = raw.get("queue_policy", cls.queue_policy if cls else "drop_oldest")
+        if qp not in QUEUE_POLICIES:
+            problems.append(f"{label}.queue_policy: must be one of {', '.join(QUEUE_POLICIES)}, "
+                            f"got {qp!r}")
+        if cls is not None:
+            nodes.append(NodeDecl(nid, cls.type_name, cls, params, inputs, thread, qs, qp))
+
+    _check_wiring(nodes, seen, problems)
+    if problems:
+        raise GraphError(source, problems)
+    return GraphSpec(name=str(data.get("name", Path(source).stem)), source=source,
+                     nodes=tuple(nodes), settings=settings,
+                     description=str(data.get("description", "")))
+
+
+def _engine_settings(raw: Any, problems: list[str]) -> EngineSettings:
+    if not isinstance(raw, dict):
+        problems.append("engine: must be a table")
+        return EngineSettings()
+    for k in raw:
+        if k not in ENGINE_KEYS:
+            problems.append(f"engine.{k}: unknown key{did_you_mean(k, ENGINE_KEYS)}")
+    q = raw.get("quantum_ms", 10.0)
+    if not isinstance(q, (int, float)) or isinstance(q, bool) or not (1 <= q <= 100):
+        problems.append(f"engine.quantum_ms: must be a number in 1..100, got {q!r}")
+        q = 10.0
+    b = raw.get("backend", "sounddevice")
+    if b not in ("sounddevice", "pyaudio"):
+        problems.append(f"engine.backend: must be 'sounddevice' or 'pyaudio', got {b!r}"
+                        f"{did_you_mean(str(b), ('sounddevice', 'pyaudio'))}")
+        b = "sounddevice"
+    return EngineSettings(quantum_ms=float(q), backend=b)
+
+
+def _inputs(raw: Any, label: str, cls: type[Node] | None, problems: list[str]):
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{label}.in: must be a table like {{ audio = \"mic.audio\" }}")
+        return out
+    for port, ref in raw.items():
+        if cls is not None and port not in cls.inputs:
+            ports = ", ".join(cls.inputs) or "none"
+            problems.append(f"{label}.in.{port}: {cls.type_name} has no input port '{port}'"
+                            f"{did_you_mean(port, cls.inputs)} (its inputs: {ports})")
+            continue
+        refs = ref if isinstance(ref, list) else [ref]
+        parsed = []
+        for r in refs:
+            if not isinstance(r, str) or r.count(".") != 1 or not all(r.split(".")):
+                problems.append(f"{label}.in.{port}: expected \"node_id.port\", got {r!r}")
+                continue
+            parsed.append(tuple(r.split(".")))
+        if cls is not None and cls.inputs.get(port) == AUDIO and len(parsed) > 1:
+            problems.append(f"{label}.in.{port}: an audio port takes one producer, got "
+                            f"{len(parsed)} (use a dsp.mix node to combine streams)")
+        out[port] = tuple(parsed)  # type: ignore[arg-type]
+    if cls is not None:
+        for port in cls.inputs:
+            if port not in out and port not in cls.optional_inputs:
+                problems.append(f"{label}.in.{port}: required input is not connected")
+    return out
+
+
+def _check_wiring(nodes: list[NodeDecl], ids: dict[str, int], problems: list[str]) -> None:
+    by_id = {n.id: n for n in nodes}
+    for n in nodes:
+        for port, refs in n.inputs.items():
+            for pid, pport in refs:
+                where = f"nodes[{n.id}].in.{port}"
+                if pid not in ids:
+                    problems.append(f"{where}: no node '{pid}' produces '{pid}.{pport}'"
+                                    f"{did_you_mean(pid, ids)}")
+                    continue
+                prod = by_id.get(pid)
+                if prod is None:
+                    continue  # its own problem was reported already
+                if pport not in prod.cls.outputs:
+                    problems.append(f"{where}: node '{pid}' ({prod.type}) has no output "
+                                    f"'{pport}'{did_you_mean(pport, prod.cls.outputs)} "
+                                    f"(its outputs: {', '.join(prod.cls.outputs) or 'none'})")
+                    continue
+                want, got = n.cls.inputs[port], prod.cls.outputs[pport]
+                if want != got:
+                    problems.append(f"{where}: {want} port fed by {got} port '{pid}.{pport}'")
+                if got == AUDIO and prod.thread == "worker":
+                    problems.append(f"{where}: '{pid}' runs on a worker thread and cannot feed "
+                                    "audio downstream; run it with thread = \"dsp\"")
+    # cycles
+    state: dict[str, int] = {}
+
+    def dfs(nid: str, path: list[str]) -> None:
+        state[nid] = 1
+        for refs in by_id[nid].inputs.values():
+            for pid, _ in refs:
+                if pid not in by_id:
+                    continue
+                if state.get(pid) == 1:
+                    cyc = path[path.index(pid):] + [pid] if pid in path else [nid, pid]
+                    problems.append("cycle: " + " -> ".join(reversed(cyc)) +
+                                    " (graphs must be acyclic)")
+                elif pid not in state:
+                    dfs(pid, path + [pid])
+        state[nid] = 2
+
+    for nid in by_id:
+        if nid not in state:
+            dfs(nid, [nid])
+    if not any(n.cls.is_source for n in nodes):
+        problems.append("nodes: the graph has no source node (e.g. source.microphone or "
+                        "source.file)")
+
+
+# ---------------------------------------------------------------------------------------------
+# typed parameters
+
+
+def build_params(cls: type[Node], raw: dict[str, Any], where: str, problems: list[str]):
+    """Check ``raw`` against ``cls.Params`` (names, types, ranges); return an instance or None."""
+    P = cls.Params
+    fields = {f.name: f for f in dataclasses.fields(P)}
+    try:
+        hints = typing.get_type_hints(P, vars(sys.modules[cls.__module__]))
+    except Exception:  # pragma: no cover - defensive: fall back to no type checks
+        hints = {}
+    n_before = len(problems)
+    values: dict[str, Any] = {}
+    for k, v in raw.items():
+        if k not in fields:
+            problems.append(f"{where}.{k}: unknown parameter{did_you_mean(k, fields)} "
+                            f"(parameters of {cls.type_name}: {', '.join(fields) or 'none'})")
+            continue
+        f = fields[k]
+        ok, v2, why = _check_type(v, hints.get(k, Any))
+        if not ok:
+            problems.append(f"{where}.{k}: {why}")
+            continue
+        m = f.metadata
+        err = _check_range(v2, m)
+        if err:
+            problems.append(f"{where}.{k}: {err}")
+            continue
+        values[k] = v2
+    for name, f in fields.items():
+        if name not in values and name not in raw and f.default is dataclasses.MISSING \
+                and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            problems.append(f"{where}.{name}: required parameter is missing")
+    if len(problems) > n_before:
+        return None
+    try:
+        return P(**values)
+    except (TypeError, ValueError) as e:
+        problems.append(f"{where}: {e}")
+        return None
+
+
+def _type_name(t: Any) -> str:
+    return getattr(t, "__name__", str(t).replace("typing.", ""))
+
+
+def _check_type(v: Any, t: Any) -> tuple[bool, Any, str]:
+    if t is Any:
+        return True, v, ""
+    origin = typing.get_origin(t)
+    if origin in (typing.Union, types.UnionType):
+        for a in typing.get_args(t):
+            if a is type(None):
+                if v is None:
+                    return True, v, ""
+                continue
+            ok, v2, _ = _check_type(v, a)
+            if ok:
+                return True, v2, ""
+        names = " or ".join(_type_name(a) for a in typing.get_args(t) if a is not type(None))
+        return False, v, f"must be {names}, got {type(v).__name__} {v!r}"
+    if t is bool:
+        return (isinstance(v, bool), v, f"must be true or false, got {v!r}")
+    if t is int:
+        ok = isinstance(v, int) and not isinstance(v, bool)
+        return ok, v, f"must be an integer, got {type(v).__name__} {v!r}"
+    if t is float:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        return ok, float(v) if ok else v, f"must be a number, got {type(v).__name__} {v!r}"
+    if t is str:
+        return isinstance(v, str), v, f"must be a string, got {type(v).__name__} {v!r}"
+    if origin in (list, tuple):
+        if not isinstance(v, list):
+            return False, v, f"must be a list, got {type(v).__name__} {v!r}"
+        args = typing.get_args(t)
+        if args and args[0] is not Ellipsis:
+            out = []
+            for i, item in enumerate(v):
+                ok, item2, why = _check_type(item, args[0])
+                if not ok:
+                    return False, v, f"item {i}: {why}"
+                out.append(item2)
+            v = out
+        return True, (tuple(v) if origin is tuple else v), ""
+    if origin is dict or t is dict:
+        return isinstance(v, dict), v, f"must be a table, got {type(v).__name__} {v!r}"
+    return True, v, ""
+
+
+def _check_range(v: Any, m: typing.Mapping[str, Any]) -> str:
+    if not m:
+        return ""
+    if m.get("choices") is not None and v not in m["choices"]:
+        extra = did_you_mean(str(v), [str(c) for c in m["choices"]])
+        return f"must be one of {', '.join(map(str, m['choices']))}, got {v!r}{extra}"
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if m.get("gt") is not None and not v > m["gt"]:
+            return f"must be > {m['gt']}, got {v}"
+        if m.get("ge") is not None and not v >= m["ge"]:
+            return f"must be >= {m['ge']}, got {v}"
+        if m.get("lt") is not None and not v < m["lt"]:
+            return f"must be < {m['lt']}, got {v}"
+        if m.get("le") is not None and not v <= m["le"]:
+            return f"must be <= {m['le']}, got {v}"
+    return ""

@@ -1,0 +1,57 @@
+"""Shared base of live sources (microphone, application feed): a ring the DSP thread drains."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ..node import AudioSpec, Node, NodeIO
+from ..ring import AudioRing
+
+
+class LiveSource(Node):
+    """A source whose frames arrive from another thread through an :class:`AudioRing`.
+
+    The runtime asks ``available()`` before each quantum and calls ``wait_more()`` (which
+    sleeps briefly) until enough frames are there; ``wait_more`` returning False means "stop
+    waiting" (the stream stalled or ended) and ``process`` then delivers what it has.
+    """
+
+    is_source = True
+    quantum_s = 0.01
+    ring_seconds = 4.0
+
+    def __init__(self, node_id: str, params):
+        super().__init__(node_id, params)
+        self.ring: AudioRing | None = None
+        self.finished = False
+        self.zero_filled = 0
+
+    def _spec(self, rate: int, channels: int) -> AudioSpec:
+        return AudioSpec(rate, channels, math.ceil(rate * self.quantum_s) + 1)
+
+    def _make_ring(self, spec: AudioSpec) -> None:
+        self.ring = AudioRing(int(spec.sample_rate * self.ring_seconds), spec.channels)
+
+    def available(self) -> int:
+        return self.ring.available if self.ring is not None else 0
+
+    def wait_more(self) -> bool:
+        time.sleep(0.001)
+        return True
+
+    def process(self, io: NodeIO) -> None:
+        assert self.ring is not None
+        out = io.out("audio")
+        want = min(io.frames, len(out))
+        got = self.ring.read_into(out[:want])
+        if got < want and not self.finished:
+            out[got:want] = 0  # keep the clock running through a stall
+            self.zero_filled += want - got
+            got = want
+        io.produced("audio", got)
+
+    def stats(self) -> dict:
+        r = self.ring
+        return {"ring_overflow_frames": r.overflows if r else 0,
+                "zero_filled_frames": self.zero_filled}

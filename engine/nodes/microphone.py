@@ -1,0 +1,151 @@
+"""``source.microphone``: live input from a PortAudio device (sounddevice or PyAudio)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from ..backends import get_backend
+from ..errors import DeviceError
+from ..events import StreamStatus
+from ..node import AUDIO, EVENTS, AudioSpec, NodeIO, param, register
+from ._live import LiveSource
+
+
+@register
+class Microphone(LiveSource):
+    """Captures ``device`` at ``sample_rate``. The PortAudio callback only copies into a
+    preallocated ring (see :mod:`engine.backends`); this node drains it once per quantum.
+
+    If the device stops delivering audio for ``stall_timeout_s`` (unplugged, suspended), the
+    node keeps the graph's clock running with silence, reports an ``engine.xrun`` event of kind
+    ``stall`` and tries to reopen the device in the background until it comes back.
+    """
+
+    type_name = "source.microphone"
+    outputs = {"audio": AUDIO, "status": EVENTS}
+
+    @dataclass(frozen=True)
+    class Params:
+        device: str = param("default", doc="device name (substring), index, or 'default'")
+        sample_rate: int = param(48000, gt=0, le=384000, doc="capture rate in Hz")
+        channels: int = param(1, gt=0, le=64, doc="channels to capture")
+        block: int = param(480, ge=0, le=16384, doc="frames per callback (0: PortAudio picks)")
+        latency: str = param("low", choices=("low", "high"), doc="PortAudio latency hint")
+        backend: str = param("sounddevice", choices=("sounddevice", "pyaudio"),
+                             doc="audio backend")
+        stall_timeout_s: float = param(2.0, gt=0, doc="silence after which the device is "
+                                                      "considered lost and reopened")
+
+    def __init__(self, node_id: str, params: Params):
+        super().__init__(node_id, params)
+        self.stream = None
+        self._last_seen = 0
+        self._last_change = 0.0
+        self._stalled = False
+        self._reopening = False
+        self.reopens = 0
+        self._overflows_reported = 0
+        self._stall_reported = False
+
+    def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
+        return {"audio": self._spec(self.params.sample_rate, self.params.channels)}
+
+    def prepare(self, specs: dict[str, AudioSpec]) -> None:
+        self._make_ring(specs["audio"])
+        self.stream = self._open()
+
+    def _open(self):
+        p = self.params
+        return get_backend(p.backend).open_input(p.device, p.sample_rate, p.channels, p.block,
+                                                 self.ring, p.latency)
+
+    def start(self) -> None:
+        assert self.stream is not None
+        self.stream.start()
+        rate = self.stream.samplerate
+        if abs(rate - self.params.sample_rate) > 0.5:
+            raise DeviceError(f"device granted {rate} Hz instead of {self.params.sample_rate} Hz")
+        self._last_change = time.monotonic()
+
+    def wait_more(self) -> bool:
+        time.sleep(0.001)
+        w = self.ring.frames_written if self.ring else 0
+        now = time.monotonic()
+        if w != self._last_seen:
+            self._last_seen = w
+            self._last_change = now
+            self._stalled = False
+            return True
+        if now - self._last_change > self.params.stall_timeout_s:
+            if not self._stalled:
+                self._stalled = True
+                self._begin_reopen()
+            return False
+        return True
+
+    def _begin_reopen(self) -> None:
+        if self._reopening:
+            return
+        self._reopening = True
+
+        def work() -> None:
+            while self._stalled and not self.finished:
+                old = self.stream
+                try:
+                    if old is not None:
+                        old.stop()
+                        old.close()
+                    self.stream = self._open()
+                    self.stream.start()
+                    self.reopens += 1
+                    t0 = time.monotonic()
+                    w0 = self.ring.frames_written
+                    while time.monotonic() - t0 < 1.0 and self.ring.frames_written == w0:
+                        time.sleep(0.05)
+                    if self.ring.frames_written != w0:
+                        break
+                except DeviceError:
+                    pass
+                time.sleep(self.params.stall_timeout_s)
+            self._reopening = False
+
+        threading.Thread(target=work, name=f"reopen-{self.id}", daemon=True).start()
+
+    def process(self, io: NodeIO) -> None:
+        start = self.zero_filled
+        super().process(io)
+        s = self.stream.stats if self.stream is not None else None
+        if s is not None and s.input_overflows != self._overflows_reported:
+            io.emit("status", StreamStatus(io.start.get("audio", 0), self.params.sample_rate,
+                                           self.id, kind="input_overflow",
+                                           count=s.input_overflows))
+            self._overflows_reported = s.input_overflows
+        if self._stalled and not self._stall_reported:
+            self._stall_reported = True
+            io.emit("status", StreamStatus(io.start.get("audio", 0), self.params.sample_rate,
+                                           self.id, kind="stall", count=self.zero_filled - start))
+        elif not self._stalled:
+            self._stall_reported = False
+
+    def stop(self) -> None:
+        self.finished = True
+        self._stalled = False
+        if self.stream is not None:
+            self.stream.stop()
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+
+    def stats(self) -> dict:
+        d = super().stats()
+        if self.stream is not None:
+            d.update(self.stream.stats.as_dict())
+            d["device"] = self.stream.device.name
+            d["granted_rate"] = self.stream.samplerate
+            d["granted_latency_s"] = round(self.stream.latency, 4)
+        d["reopens"] = self.reopens
+        return d

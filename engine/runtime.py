@@ -1,0 +1,688 @@
+"""The engine: compiles a validated graph and runs it.
+
+Threads (after the Web Audio API's control/rendering split and JUCE's graph):
+
+* **audio callbacks** (PortAudio, in the backends): copy into / out of preallocated rings only;
+* **one DSP thread** runs every ``thread = "dsp"`` node in topological order, once per quantum
+  (10 ms by default), and hands work to worker nodes;
+* **worker threads**, one per ``thread = "worker"`` node (models: ASR, sound events; sinks that do
+  I/O), each behind a :class:`~engine.queues.BoundedQueue` with an explicit policy when full;
+* **a dispatcher thread** delivers every event to subscribers (``Engine.on``), the statistics and
+  the console, so user callbacks never run on the audio or DSP threads.
+
+A node's exception becomes an ``engine.node_error`` event; the graph keeps running.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import EngineError, GraphError, NegotiationError, ParamError
+from .events import Control, Event, NodeError
+from .graph import GraphSpec, NodeDecl, build_params, load_graph
+from .node import AUDIO, AudioSpec, Node, NodeIO, node_types
+from .queues import BoundedQueue
+
+_STOP = object()
+_FLUSH = object()
+
+
+class _Timing:
+    """Fixed-size ring of per-call durations (seconds) for mean / p99."""
+
+    def __init__(self, size: int = 2048):
+        self.buf = np.zeros(size, np.float64)
+        self.n = 0
+        self.total = 0.0
+
+    def add(self, dt: float) -> None:
+        self.buf[self.n % len(self.buf)] = dt
+        self.n += 1
+        self.total += dt
+
+    def summary(self) -> dict[str, float]:
+        k = min(self.n, len(self.buf))
+        if k == 0:
+            return {"mean_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "calls": 0}
+        v = self.buf[:k]
+        return {"mean_ms": round(float(v.mean()) * 1e3, 4),
+                "p99_ms": round(float(np.percentile(v, 99)) * 1e3, 4),
+                "max_ms": round(float(v.max()) * 1e3, 4), "calls": self.n}
+
+
+class _NodeState:
+    """Runtime wiring of one node: its I/O object, buffers, clocks and statistics."""
+
+    def __init__(self, decl: NodeDecl, node: Node):
+        self.decl = decl
+        self.node = node
+        self.id = decl.id
+        self.specs: dict[str, AudioSpec] = {}
+        self.out_bufs: dict[str, np.ndarray] = {}
+        self.io: NodeIO | None = None
+        self.audio_in: dict[str, tuple[_NodeState, str]] = {}
+        self.event_in: dict[str, list[tuple[_NodeState, str]]] = {}
+        self.consumers: list[tuple[_NodeState, str, str]] = []  # (consumer, in_port, out_port)
+        self.total: dict[str, int] = {}  # frames produced so far per audio output
+        self.start_of: dict[str, int] = {}  # frames produced before the current quantum
+        self.inbox: deque[tuple[str, Event]] = deque()  # events from worker producers
+        self.timing = _Timing()
+        self.errors = 0
+        self.worker: threading.Thread | None = None
+        self.queue: BoundedQueue | None = None
+        self.flushed = threading.Event()
+        self.is_worker = decl.thread == "worker"
+        self.frac = 0.0  # sources: fractional frame accumulator
+
+
+class Engine:
+    """A running (or runnable) graph.
+
+    >>> with Engine.from_file("graphs/live_captions.toml") as eng:   # doctest: +SKIP
+    ...     eng.on("transcript.final", lambda ev: print(ev.text))
+    ...     eng.wait()
+
+    ``input``: ``None`` keeps the graph's microphone; a file path streams that file instead (in
+    real time unless ``realtime=False``); ``"feed"`` lets the application push audio with
+    :meth:`feed`. ``realtime=False`` runs as fast as possible and makes every worker queue block
+    instead of dropping, so results equal an offline pass.
+    """
+
+    def __init__(self, spec: GraphSpec, *, input: str | Path | None = None,
+                 realtime: bool = True, device: str | int | None = None,
+                 output_device: str | int | None = None, backend: str | None = None,
+                 quantum_ms: float | None = None, loop: bool = False):
+        self.spec = _substitute_sources(spec, input, device, output_device, backend, loop)
+        self.realtime = realtime
+        self.quantum_s = (quantum_ms or self.spec.settings.quantum_ms) / 1000.0
+        self._subs: list[tuple[str, Callable[[Event], Any]]] = []
+        self._subs_lock = threading.Lock()
+        self._bus: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._started = False
+        self._dsp: threading.Thread | None = None
+        self._dispatcher: threading.Thread | None = None
+        self._controls: deque[tuple[str, dict[str, Any]]] = deque()
+        self.event_counts: dict[str, int] = {}
+        self.recent_events: deque[Event] = deque(maxlen=50)
+        self._latency: dict[str, deque[tuple[float, float]]] = {}
+        self._clock_map: deque[tuple[float, float]] = deque(maxlen=20000)
+        self.quanta = 0
+        self.overhead = _Timing()
+        self._t_start = 0.0
+        self._t_end = 0.0
+        self.audio_seconds = 0.0
+        self.input_level = 0.0
+        self.error: BaseException | None = None
+        self._states: list[_NodeState] = []
+        self._compile()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_file(cls, path: str | Path, **kw: Any) -> Engine:
+        overrides = kw.pop("params", None)
+        return cls(load_graph(path, overrides), **kw)
+
+    def _compile(self) -> None:
+        order = self.spec.order()
+        states: dict[str, _NodeState] = {}
+        problems: list[str] = []
+        for decl in order:
+            st = _NodeState(decl, decl.cls(decl.id, decl.params))
+            states[decl.id] = st
+            for port, refs in decl.inputs.items():
+                for pid, pport in refs:
+                    prod = states[pid]
+                    if decl.cls.inputs[port] == AUDIO:
+                        st.audio_in[port] = (prod, pport)
+                    else:
+                        st.event_in.setdefault(port, []).append((prod, pport))
+                    prod.consumers.append((st, port, pport))
+        # stage 5: format negotiation in topological order, collecting every problem
+        for st in states.values():
+            in_specs = {}
+            missing = False
+            for port, (prod, pport) in st.audio_in.items():
+                if pport not in prod.specs:
+                    missing = True
+                    continue
+                in_specs[port] = prod.specs[pport]
+            if missing:
+                continue
+            try:
+                if st.node.is_source:
+                    st.node.quantum_s = self.quantum_s  # type: ignore[attr-defined]
+                out_specs = st.node.negotiate(in_specs)
+            except NegotiationError as e:
+                feeders = ", ".join(f"{port} <- {p.id}.{pp} ({p.specs[pp].describe()})"
+                                    for port, (p, pp) in st.audio_in.items() if pp in p.specs)
+                problems.append(f"nodes[{st.id}]: {e}" + (f" [inputs: {feeders}]" if feeders
+                                                           else ""))
+                continue
+            except EngineError as e:
+                problems.append(f"nodes[{st.id}]: {e}")
+                continue
+            st.specs = {**in_specs, **out_specs}
+        if problems:
+            raise GraphError(self.spec.source, problems)
+        for st in states.values():
+            for port, spec in st.specs.items():
+                if st.node.outputs.get(port) == AUDIO:
+                    st.out_bufs[port] = np.zeros((spec.max_block, spec.channels), np.float32)
+                    st.total[port] = 0
+                    st.start_of[port] = 0
+            ev_ports = [p for p, k in st.node.outputs.items() if k != AUDIO]
+            st.io = NodeIO(st.id, st.out_bufs, ev_ports)
+        self._states = list(states.values())
+        self._by_id = states
+        self.sources = [s for s in self._states if s.node.is_source]
+
+    def prepare(self) -> None:
+        """Load models and warm kernels of every node (done by :meth:`start` if not yet)."""
+        if getattr(self, "_prepared", False):
+            return
+        problems = []
+        for st in self._states:
+            st.node.engine_realtime = self.realtime  # type: ignore[attr-defined]
+            try:
+                st.node.prepare(st.specs)
+            except EngineError as e:
+                problems.append(f"nodes[{st.id}] ({st.decl.type}): {e}")
+        if problems:
+            for st in self._states:
+                _safe_close(st.node)
+            if len(problems) == 1:
+                raise type_of_first(problems, self.spec.source)
+            raise GraphError(self.spec.source, problems)
+        self._prepared = True
+
+    # ------------------------------------------------------------------ public API
+    def on(self, pattern: str, callback: Callable[[Event], Any]) -> Callable[[], None]:
+        """Call ``callback(event)`` for events whose type matches ``pattern`` (``"*"``,
+        ``"transcript.final"``, ``"vad.*"``). Runs on the dispatcher thread, never the audio
+        thread. Returns a function that unsubscribes."""
+        item = (pattern, callback)
+        with self._subs_lock:
+            self._subs.append(item)
+
+        def off() -> None:
+            with self._subs_lock:
+                if item in self._subs:
+                    self._subs.remove(item)
+        return off
+
+    def feed(self, samples: np.ndarray) -> int:
+        """Push audio (frames x channels, float32, at the graph's source rate) into a graph made
+        with ``input="feed"``. Returns frames accepted (a full ring drops and counts the rest)."""
+        src = [s.node for s in self.sources if hasattr(s.node, "push")]
+        if not src:
+            raise EngineError("feed() needs an engine created with input=\"feed\"")
+        x = np.asarray(samples, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[:, None]
+        return src[0].push(x)  # type: ignore[attr-defined]
+
+    def end_feed(self) -> None:
+        """Declare the end of fed audio: the graph drains and stops."""
+        for s in self.sources:
+            if hasattr(s.node, "end"):
+                s.node.end()  # type: ignore[attr-defined]
+
+    def set(self, node_id: str, **values: Any) -> None:
+        """Send a control change to a node (e.g. a spatializer position), applied at the next
+        quantum boundary on the node's own thread. Safe to call from any thread."""
+        if node_id not in self._by_id:
+            from .node import did_you_mean
+            raise ParamError(f"no node '{node_id}'{did_you_mean(node_id, self._by_id)}")
+        self._controls.append((node_id, values))
+
+    def start(self) -> Engine:
+        if self._started:
+            return self
+        self.prepare()
+        self._started = True
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="engine-dispatch",
+                                            daemon=True)
+        self._dispatcher.start()
+        for st in self._states:
+            if st.is_worker:
+                policy = "block" if not self.realtime else st.decl.queue_policy
+                st.queue = BoundedQueue(st.decl.queue_size, policy)
+                st.worker = threading.Thread(target=self._worker_loop, args=(st,),
+                                             name=f"worker-{st.id}", daemon=True)
+                st.worker.start()
+        try:
+            for st in self._states:
+                if hasattr(st.node, "start"):
+                    st.node.start()  # type: ignore[attr-defined]
+        except BaseException:
+            self._shutdown_threads()
+            raise
+        self._t_start = time.monotonic()
+        self._dsp = threading.Thread(target=self._dsp_loop, name="engine-dsp", daemon=True)
+        self._dsp.start()
+        return self
+
+    def stop(self, drain: bool = True, timeout: float = 60.0) -> None:
+        """Stop the sources; with ``drain`` every node is flushed so final results come out."""
+        self._drain = drain
+        self._stop.set()
+        if self._dsp is not None:
+            self._dsp.join(timeout)
+        self._done.wait(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the graph has ended (sources exhausted or stopped). True if it ended."""
+        return self._done.wait(timeout)
+
+    def run(self, duration: float | None = None) -> dict[str, Any]:
+        """Start, run until the sources end (or ``duration`` seconds), drain, return stats."""
+        self.start()
+        try:
+            if not self._done.wait(duration):
+                self.stop()
+        except KeyboardInterrupt:
+            self.stop()
+        if self.error is not None:
+            raise self.error
+        return self.stats()
+
+    def __enter__(self) -> Engine:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._done.is_set()
+
+    def node(self, node_id: str) -> Node:
+        return self._by_id[node_id].node
+
+    # ------------------------------------------------------------------ DSP thread
+    def _dsp_loop(self) -> None:
+        try:
+            self._run_quanta()
+            if getattr(self, "_drain", True):
+                self._flush_all()
+        except BaseException as e:  # a bug in the engine itself: record and end
+            self.error = e
+            self._bus.put(NodeError(0, 1, "engine", message=f"engine stopped: {e!r}"))
+        finally:
+            self._t_end = time.monotonic()
+            self._shutdown_threads()
+            for st in self._states:
+                _safe_close(st.node)
+            self._done.set()
+
+    def _frames_for(self, st: _NodeState) -> int:
+        rate = st.specs["audio"].sample_rate if "audio" in st.specs else 0
+        exact = rate * self.quantum_s + st.frac
+        n = int(exact)
+        st.frac = exact - n
+        return n
+
+    def _run_quanta(self) -> None:
+        q = 0
+        t0 = time.monotonic()
+        primary = self.sources[0] if self.sources else None
+        prate = primary.specs["audio"].sample_rate if primary else 1
+        pc = time.perf_counter
+        while not self._stop.is_set():
+            # --- pacing: wait until every source can deliver this quantum
+            wants = {st.id: self._frames_for(st) for st in self.sources}
+            live_wait = False
+            for st in self.sources:
+                avail = getattr(st.node, "available", None)
+                if avail is not None:
+                    live_wait = True
+                    while not self._stop.is_set() and not st.node.finished \
+                            and avail() < wants[st.id]:  # type: ignore[attr-defined]
+                        if not st.node.wait_more():  # type: ignore[attr-defined]
+                            break
+            if self._stop.is_set():
+                break
+            if self.realtime and not live_wait:
+                target = t0 + (q + 1) * self.quantum_s
+                delay = target - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            tq = pc()
+            self._apply_controls()
+            node_time = self._step(wants)
+            # --- bookkeeping on the primary clock
+            if primary is not None:
+                n = primary.io._produced.get("audio", 0)
+                if n:
+                    x = primary.out_bufs["audio"][:n]
+                    self.input_level = float(np.sqrt(np.mean(x * x)))
+                self.audio_seconds = primary.total.get("audio", 0) / prate
+                self._clock_map.append((self.audio_seconds, time.monotonic()))
+            self.overhead.add(max(pc() - tq - node_time, 0.0))
+            q += 1
+            self.quanta = q
+            if self.sources and all(getattr(s.node, "finished", False) for s in self.sources):
+                break
+
+    def _call(self, st: _NodeState, fn: Callable, io: NodeIO) -> None:
+        try:
+            fn(io)
+        except Exception as e:  # noqa: BLE001 - a node's failure becomes an event
+            st.errors += 1
+            if st.node.is_source:
+                st.node.finished = True  # type: ignore[attr-defined]  # a broken source ends
+            if st.errors <= 3 or st.errors % 100 == 0:
+                rate = next(iter(st.specs.values())).sample_rate if st.specs else 1
+                pos = max(st.start_of.values(), default=0) if st.start_of else 0
+                msg = f"{st.decl.type} raised {type(e).__name__}: {e}"
+                if st.errors > 3:
+                    msg += f" ({st.errors} errors so far)"
+                self._bus.put(NodeError(pos, rate, st.id, message=msg))
+
+    def _gather_inputs(self, st: _NodeState) -> None:
+        io = st.io
+        ins = {}
+        for port, (prod, pport) in st.audio_in.items():
+            n = prod.io._produced[pport]
+            ins[port] = prod.out_bufs[pport][:n]
+            io.start[port] = prod.start_of[pport]
+        io._in = ins
+        evs: dict[str, list[Event]] = {}
+        for port, prods in st.event_in.items():
+            for prod, pport in prods:
+                if not prod.is_worker:
+                    got = prod.io._events_out.get(pport)
+                    if got:
+                        evs.setdefault(port, []).extend(got)
+        while st.inbox:
+            port, ev = st.inbox.popleft()
+            evs.setdefault(port, []).append(ev)
+        io._events_in = evs
+
+    def _enqueue(self, st: _NodeState) -> None:
+        io = st.io
+        has_audio = any(len(a) for a in io._in.values())
+        if not has_audio and not io._events_in:
+            return
+        item = ({p: a.copy() for p, a in io._in.items()}, dict(io.start), io._events_in)
+        assert st.queue is not None
+        st.queue.put(item)
+
+    def _publish(self, st: _NodeState) -> None:
+        for port, evs in st.io._events_out.items():
+            for ev in evs:
+                self._bus.put(ev)
+                for cons, cport, pport in st.consumers:
+                    if pport == port and st.is_worker:
+                        cons.inbox.append((cport, ev))
+
+    def _apply_controls(self) -> None:
+        while self._controls:
+            nid, values = self._controls.popleft()
+            st = self._by_id[nid]
+            try:
+                st.node.control(values)
+            except EngineError as e:
+                self._bus.put(NodeError(0, 1, nid, message=f"control rejected: {e}"))
+            ctl = Control(0, 1, "engine", target=nid, values=tuple(values.items()))
+            self._bus.put(ctl)
+
+    def _step(self, wants: dict[str, int] | None, flush_at: int | None = None) -> float:
+        """Run every node once. ``wants`` gives each source's frame count (None: sources are
+        silent). With ``flush_at``, nodes before that index produce nothing, the node at it is
+        flushed, and the nodes after it process what it drained. Returns node CPU time."""
+        pc = time.perf_counter
+        node_time = 0.0
+        for idx, st in enumerate(self._states):
+            io = st.io
+            for p in st.total:
+                st.start_of[p] = st.total[p]
+                io._produced[p] = 0
+            for lst in io._events_out.values():
+                lst.clear()
+            if st.node.is_source:
+                if wants is None:
+                    continue
+                io.frames = wants[st.id]
+                io.start["audio"] = st.start_of.get("audio", 0)
+                fn = st.node.process
+            elif flush_at is not None and idx < flush_at:
+                continue
+            else:
+                self._gather_inputs(st)
+                flushing = idx == flush_at
+                if st.is_worker:
+                    if io._in or io._events_in:
+                        self._enqueue(st)
+                    if flushing:
+                        assert st.queue is not None
+                        st.flushed.clear()
+                        st.queue.put(_FLUSH, force=True)
+                        st.flushed.wait(300.0)
+                    continue
+                fn = st.node.flush if flushing else st.node.process
+            ts = pc()
+            self._call(st, fn, io)
+            dt = pc() - ts
+            st.timing.add(dt)
+            node_time += dt
+            for p, n in io._produced.items():
+                st.total[p] += n
+            self._publish(st)
+        return node_time
+
+    def _flush_all(self) -> None:
+        """End of stream: flush every node in topological order so finals come out. Before each
+        flush, a silent pass delivers events still in flight from worker threads."""
+        for idx, st in enumerate(self._states):
+            if st.node.is_source:
+                continue
+            self._step(None)
+            self._step(None, flush_at=idx)
+
+    # ------------------------------------------------------------------ workers
+    def _worker_loop(self, st: _NodeState) -> None:
+        io = st.io
+        assert st.queue is not None
+        pc = time.perf_counter
+        while True:
+            item = st.queue.get()
+            if item is _STOP:
+                break
+            for lst in io._events_out.values():
+                lst.clear()
+            if item is _FLUSH:
+                io._in, io._events_in = {}, {}
+                self._call(st, st.node.flush, io)
+                self._publish(st)
+                st.flushed.set()
+                continue
+            io._in, io.start, io._events_in = item
+            io.backlog = len(st.queue)
+            ts = pc()
+            self._call(st, st.node.process, io)
+            st.timing.add(pc() - ts)
+            self._publish(st)
+
+    def _shutdown_threads(self) -> None:
+        for st in self._states:
+            if st.queue is not None:
+                st.queue.put(_STOP, force=True)
+        for st in self._states:
+            if st.worker is not None:
+                st.worker.join(30.0)
+        for st in self._states:
+            if hasattr(st.node, "stop"):
+                try:
+                    st.node.stop()  # type: ignore[attr-defined]
+                except Exception:  # noqa: BLE001
+                    pass
+        self._bus.put(_STOP)
+        if self._dispatcher is not None and self._dispatcher is not threading.current_thread():
+            self._dispatcher.join(10.0)
+
+    # ------------------------------------------------------------------ dispatcher
+    def _dispatch_loop(self) -> None:
+        while True:
+            ev = self._bus.get()
+            if ev is _STOP:
+                break
+            self.event_counts[ev.type] = self.event_counts.get(ev.type, 0) + 1
+            if ev.type != "vad.probability" and ev.type != "sound.scores":
+                self.recent_events.append(ev)
+            self._record_latency(ev)
+            with self._subs_lock:
+                subs = list(self._subs)
+            for pattern, cb in subs:
+                if pattern == "*" or pattern == ev.type or fnmatch.fnmatchcase(ev.type, pattern):
+                    try:
+                        cb(ev)
+                    except Exception as e:  # noqa: BLE001 - a user callback must not kill us
+                        self.event_counts["engine.callback_error"] = \
+                            self.event_counts.get("engine.callback_error", 0) + 1
+                        self.last_callback_error = repr(e)
+
+    def wall_time_of(self, audio_s: float) -> float | None:
+        """Wall-clock (monotonic) time at which the audio clock reached ``audio_s``."""
+        cm = self._clock_map
+        if not cm or audio_s > cm[-1][0]:
+            return None
+        lo, hi = 0, len(cm) - 1
+        if audio_s <= cm[0][0]:
+            return cm[0][1] - (cm[0][0] - audio_s)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if cm[mid][0] < audio_s:
+                lo = mid
+            else:
+                hi = mid
+        (a0, w0), (a1, w1) = cm[lo], cm[hi]
+        f = (audio_s - a0) / (a1 - a0) if a1 > a0 else 0.0
+        return w0 + f * (w1 - w0)
+
+    def _record_latency(self, ev: Event) -> None:
+        if not ev.sample_rate or ev.type.startswith("engine.") or ev.type == "control":
+            return
+        wall = self.wall_time_of(ev.time_s)
+        if wall is None:
+            return
+        d = self._latency.setdefault(ev.type, deque(maxlen=2000))
+        # (wall latency, audio-clock latency): how far the audio clock had advanced at emission
+        audio_now = self.audio_seconds
+        d.append((ev.wall_time - wall, audio_now - ev.time_s))
+
+    # ------------------------------------------------------------------ statistics
+    def stats(self) -> dict[str, Any]:
+        """Run statistics: per node CPU per quantum, queues, drops, xruns, latency."""
+        end = self._t_end or time.monotonic()
+        wall = max(end - self._t_start, 1e-9) if self._t_start else 0.0
+        nodes = {}
+        for st in self._states:
+            d: dict[str, Any] = {"type": st.decl.type, "thread": st.decl.thread}
+            d.update({f"cpu_{k}": v for k, v in st.timing.summary().items()})
+            if st.queue is not None:
+                d.update(queue_depth=len(st.queue), queue_max_depth=st.queue.max_depth,
+                         queue_drops=st.queue.drops, queue_policy=st.queue.policy)
+            d["errors"] = st.errors
+            try:
+                d.update(st.node.stats())
+            except Exception:  # noqa: BLE001
+                pass
+            nodes[st.id] = d
+        lat = {}
+        for typ, vals in self._latency.items():
+            w = np.array([v[0] for v in vals])
+            a = np.array([v[1] for v in vals])
+            lat[typ] = {"count": len(vals),
+                        "wall_p50_s": round(float(np.percentile(w, 50)), 4),
+                        "wall_p90_s": round(float(np.percentile(w, 90)), 4),
+                        "audio_p50_s": round(float(np.percentile(a, 50)), 4),
+                        "audio_p90_s": round(float(np.percentile(a, 90)), 4)}
+        return {
+            "graph": self.spec.name,
+            "realtime": self.realtime,
+            "quantum_ms": self.quantum_s * 1e3,
+            "quanta": self.quanta,
+            "audio_seconds": round(self.audio_seconds, 3),
+            "wall_seconds": round(wall, 3),
+            "speed": round(self.audio_seconds / wall, 2) if wall else 0.0,
+            "engine_overhead": self.overhead.summary(),
+            "nodes": nodes,
+            "events": dict(self.event_counts),
+            "latency": lat,
+        }
+
+
+def type_of_first(problems: list[str], source: str) -> EngineError:
+    return EngineError(problems[0])
+
+
+def _safe_close(node: Node) -> None:
+    try:
+        node.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _substitute_sources(spec: GraphSpec, input: str | Path | None, device, output_device,
+                        backend, loop: bool) -> GraphSpec:
+    """Replace microphones by a file or feed source; apply device / backend overrides."""
+    types_ = node_types()
+    nodes = []
+    for n in spec.nodes:
+        if n.type == "source.microphone":
+            p = n.params
+            if input == "feed":
+                cls = types_["source.feed"]
+                params = build_or_raise(cls, {"sample_rate": p.sample_rate,
+                                              "channels": p.channels}, n.id)
+                n = replace(n, type=cls.type_name, cls=cls, params=params)
+            elif input is not None:
+                cls = types_["source.file"]
+                params = build_or_raise(cls, {"path": str(input), "loop": loop}, n.id)
+                n = replace(n, type=cls.type_name, cls=cls, params=params)
+            else:
+                kw = {}
+                if device is not None:
+                    kw["device"] = str(device)
+                if backend is not None:
+                    kw["backend"] = backend
+                elif spec.settings.backend != "sounddevice" and p.backend == "sounddevice":
+                    kw["backend"] = spec.settings.backend
+                if kw:
+                    n = replace(n, params=replace(p, **kw))
+        elif n.type == "sink.speaker":
+            kw = {}
+            if output_device is not None:
+                kw["device"] = str(output_device)
+            if backend is not None:
+                kw["backend"] = backend
+            if kw:
+                n = replace(n, params=replace(n.params, **kw))
+        nodes.append(n)
+    return replace(spec, nodes=tuple(nodes))
+
+
+def build_or_raise(cls: type[Node], raw: dict[str, Any], nid: str) -> Any:
+    problems: list[str] = []
+    p = build_params(cls, raw, f"nodes[{nid}].params", problems)
+    if problems:
+        raise GraphError(nid, problems)
+    return p
+
+
+def _is_finite(x: float) -> bool:
+    return math.isfinite(x)
