@@ -305,7 +305,7 @@ def _check_wiring(nodes: list[NodeDecl], ids: dict[str, int], problems: list[str
     for nid in by_id:
         if nid not in state:
             dfs(nid, [nid])
-    if not any(n.cls.is_source for n in nodes):
+    if len(nodes) == len(ids) and not any(n.cls.is_source for n in nodes):
         problems.append("nodes: the graph has no source node (e.g. source.microphone or "
                         "source.file)")
 

@@ -137,15 +137,22 @@ class Microphone(LiveSource):
 
     def close(self) -> None:
         if self.stream is not None:
+            self._closed_stats = self._stream_stats()
             self.stream.close()
             self.stream = None
 
+    def _stream_stats(self) -> dict:
+        s = self.stream
+        if s is None:
+            return getattr(self, "_closed_stats", {})
+        d = dict(s.stats.as_dict())
+        d["device"] = s.device.name
+        d["granted_rate"] = s.samplerate
+        d["granted_latency_s"] = round(s.latency, 4)
+        return d
+
     def stats(self) -> dict:
         d = super().stats()
-        if self.stream is not None:
-            d.update(self.stream.stats.as_dict())
-            d["device"] = self.stream.device.name
-            d["granted_rate"] = self.stream.samplerate
-            d["granted_latency_s"] = round(self.stream.latency, 4)
+        d.update(self._stream_stats())
         d["reopens"] = self.reopens
         return d

@@ -77,14 +77,23 @@ class Speaker(Node):
 
     def close(self) -> None:
         if self.stream is not None:
+            self._closed_stats = self._stream_stats()
             self.stream.close()
             self.stream = None
 
+    def _stream_stats(self) -> dict:
+        s = self.stream
+        if s is None:
+            return getattr(self, "_closed_stats", {})
+        d = dict(s.stats.as_dict())
+        d["device"] = s.device.name
+        d["granted_rate"] = s.samplerate
+        d["granted_latency_s"] = round(s.latency, 4)
+        return d
+
     def stats(self) -> dict:
         d = {"dropped_frames": self.dropped}
-        if self.stream is not None:
-            d.update(self.stream.stats.as_dict())
-            d["device"] = self.stream.device.name
+        d.update(self._stream_stats())
         if self.ring is not None:
             d["ring_underflow_frames"] = self.ring.underflows
         return d

@@ -1,0 +1,332 @@
+"""The ``audio-engine`` command.
+
+::
+
+    audio-engine run GRAPH [--input FILE [--fast]] [--device D] [--output-device D]
+                           [--backend sounddevice|pyaudio] [--duration S] [--stats-json FILE]
+    audio-engine validate GRAPH...
+    audio-engine devices [--backend B]
+    audio-engine models list | fetch [NAME...] | convert-whisper CT2_DIR OUT_DIR [--quantize int8]
+
+User mistakes (bad graph, missing model, unreadable file, unknown device) print one paragraph
+that names the problem and the fix, and exit with status 2. Ctrl-C drains every node (so the last
+caption is finalised) and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import DeviceError, EngineError
+
+SAMPLE = Path(__file__).parent / "data" / "samples" / "jfk.flac"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "cmd", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EngineError as e:
+        from .console import CONSOLE
+
+        CONSOLE.close()
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="audio-engine",
+                                description="Real-time streaming audio engine")
+    sub = p.add_subparsers(dest="cmd")
+
+    r = sub.add_parser("run", help="run a graph file")
+    r.add_argument("graph", help="graph file (TOML), e.g. graphs/live_captions.toml")
+    r.add_argument("--input", metavar="FILE", help="stream FILE instead of the microphone")
+    r.add_argument("--fast", action="store_true",
+                   help="with --input: run as fast as possible instead of in real time")
+    r.add_argument("--loop", action="store_true", help="with --input: loop the file")
+    r.add_argument("--device", help="input device name (substring) or index")
+    r.add_argument("--output-device", help="output device name (substring) or index")
+    r.add_argument("--backend", choices=("sounddevice", "pyaudio"), help="audio backend")
+    r.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    r.add_argument("--stats-json", metavar="FILE", help="write the run's statistics to FILE")
+    r.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                   help="override a node parameter (value in TOML syntax)")
+    r.add_argument("--no-fallback", action="store_true",
+                   help="fail instead of streaming the bundled sample when no input exists")
+    r.add_argument("--quiet", action="store_true", help="no live status line")
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check graph files without running them")
+    v.add_argument("graphs", nargs="+")
+    v.set_defaults(func=cmd_validate)
+
+    d = sub.add_parser("devices", help="list audio devices and their default rates")
+    d.add_argument("--backend", default="sounddevice", choices=("sounddevice", "pyaudio"))
+    d.set_defaults(func=cmd_devices)
+
+    m = sub.add_parser("models", help="list, fetch and convert models")
+    msub = m.add_subparsers(dest="mcmd")
+    ml = msub.add_parser("list", help="models in the manifest and whether they are present")
+    ml.set_defaults(func=cmd_models_list)
+    mf = msub.add_parser("fetch", help="download, verify and install models")
+    mf.add_argument("names", nargs="*", help="models to fetch (default: all required ones)")
+    mf.add_argument("--all", action="store_true", help="include optional models")
+    mf.add_argument("--force", action="store_true", help="fetch again even if present")
+    mf.set_defaults(func=cmd_models_fetch)
+    mc = msub.add_parser("convert-whisper",
+                         help="convert a faster-whisper (CTranslate2) model folder to ONNX")
+    mc.add_argument("ct2_dir")
+    mc.add_argument("out_dir")
+    mc.add_argument("--quantize", choices=("int8",), default=None)
+    mc.set_defaults(func=cmd_models_convert)
+    m.set_defaults(func=lambda a: (m.print_help(), 2)[1])
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # pragma: no cover
+        import tomli as tomllib  # type: ignore[no-redef]
+    out: dict[str, dict[str, Any]] = {}
+    for it in items:
+        key, sep, val = it.partition("=")
+        node, dot, name = key.partition(".")
+        if not sep or not dot or not node or not name:
+            raise EngineError(f"--set {it!r}: expected NODE.PARAM=VALUE, e.g. asr.step_ms=300")
+        try:
+            v = tomllib.loads(f"v = {val}")["v"]
+        except tomllib.TOMLDecodeError:
+            v = val  # a bare word is a string
+        out.setdefault(node, {})[name] = v
+    return out
+
+
+def _has_input_device(backend: str) -> tuple[bool, str]:
+    from .backends import list_devices
+
+    try:
+        devs = list_devices(backend)
+    except DeviceError as e:
+        return False, str(e)
+    if any(d.max_input_channels > 0 for d in devs):
+        return True, ""
+    return False, "no audio input device found"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .console import CONSOLE
+    from .graph import load_graph
+    from .runtime import Engine
+
+    spec = load_graph(args.graph, _overrides(args.set))
+    has_mic = any(n.type == "source.microphone" for n in spec.nodes)
+    inp = args.input
+    realtime = not args.fast
+    if args.fast and not inp and has_mic:
+        raise EngineError("--fast needs --input FILE: a microphone runs in real time")
+    if has_mic and not inp and not args.no_fallback and args.device is None:
+        ok, why = _has_input_device(args.backend or spec.settings.backend)
+        if not ok:
+            print(f"{why}: streaming the bundled speech sample {SAMPLE.name} in real time "
+                  "instead (use --input FILE for another file)", file=sys.stderr, flush=True)
+            inp = str(SAMPLE)
+    eng = Engine(spec, input=inp, realtime=realtime, device=args.device,
+                 output_device=args.output_device, backend=args.backend, loop=args.loop)
+    view = None
+    if not args.quiet and CONSOLE.tty:
+        CONSOLE.status_enabled = True
+        view = _LiveView(eng)
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame):  # first Ctrl-C drains, a second one aborts
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        eng.start()
+        if view:
+            view.start()
+        t0 = time.monotonic()
+        while not eng.wait(0.1):
+            if interrupted.is_set():
+                CONSOLE.line("stopping: draining every node (Ctrl-C again to abort)")
+                break
+            if args.duration is not None and time.monotonic() - t0 >= args.duration:
+                break
+        eng.stop(drain=True)
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if view:
+            view.stop()
+        CONSOLE.close()
+    stats = eng.stats()
+    if args.stats_json:
+        Path(args.stats_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.stats_json).write_text(json.dumps(stats, indent=2, default=str))
+    if not args.quiet:
+        print(_summary(stats), file=sys.stderr)
+    if eng.error is not None:
+        raise eng.error
+    return 0
+
+
+class _LiveView:
+    """Redraws the status line: input level, per-node load, xruns, latest event."""
+
+    def __init__(self, eng):
+        self.eng = eng
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, name="live-view", daemon=True)
+
+    def start(self) -> None:
+        self._t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join(1.0)
+
+    def _loop(self) -> None:
+        from .console import CONSOLE
+
+        while not self._stop.wait(0.25):
+            CONSOLE.status(self.line())
+
+    def line(self) -> str:
+        eng = self.eng
+        lvl = eng.input_level
+        db = 20 * math.log10(lvl) if lvl > 1e-9 else -120.0
+        bars = max(0, min(10, int((db + 60) / 6)))
+        meter = "#" * bars + "." * (10 - bars)
+        q = eng.quantum_s * 1e3
+        loads = []
+        xruns = 0
+        for st in eng._states:
+            s = st.timing.summary()
+            if st.is_worker or s["mean_ms"] > 0.005 * q:
+                loads.append(f"{st.id} {100 * s['mean_ms'] / q:.0f}%")
+            if st.queue is not None and st.queue.drops:
+                loads[-1:] = [loads[-1] + f" drop {st.queue.drops}"] if loads else []
+            stream = getattr(st.node, "stream", None)
+            if stream is not None:
+                cs = stream.stats
+                xruns += cs.input_overflows + cs.output_underflows
+        last = next((e for e in reversed(eng.recent_events)), None)
+        ev = f" | last: {last.type} @{last.time_s:.1f}s" if last else ""
+        return (f"{eng.audio_seconds:7.1f}s  in [{meter}] {db:5.0f} dB | "
+                + ", ".join(loads[:5]) + f" | xruns {xruns}{ev}")
+
+
+def _summary(stats: dict[str, Any]) -> str:
+    lines = [f"summary: {stats['audio_seconds']:.1f} s of audio in {stats['wall_seconds']:.1f} s "
+             f"({stats['speed']:.1f}x real time), engine overhead "
+             f"{stats['engine_overhead']['mean_ms']:.3f} ms per {stats['quantum_ms']:.0f} ms "
+             "quantum"]
+    for nid, n in stats["nodes"].items():
+        extra = ""
+        if "queue_drops" in n:
+            extra = f", queue max {n['queue_max_depth']}, drops {n['queue_drops']}"
+        if n.get("input_overflows") or n.get("output_underflows"):
+            extra += (f", overflows {n.get('input_overflows', 0)}, underflows "
+                      f"{n.get('output_underflows', 0)}")
+        if n.get("errors"):
+            extra += f", errors {n['errors']}"
+        lines.append(f"  {nid:<12} {n['type']:<18} cpu {n['cpu_mean_ms']:.3f} ms mean, "
+                     f"{n['cpu_p99_ms']:.3f} ms p99{extra}")
+    if stats["events"]:
+        lines.append("  events: " + ", ".join(f"{k} {v}" for k, v in
+                                              sorted(stats["events"].items())))
+    return "\n".join(lines)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .graph import load_graph
+    from .runtime import Engine
+
+    bad = 0
+    for g in args.graphs:
+        try:
+            spec = load_graph(g)
+            # stage 5 (format negotiation) needs real sources; use a stand-in file for mics
+            Engine(spec, input=None if not _needs_mic(spec) else "feed")
+            print(f"{g}: ok ({len(spec.nodes)} nodes)")
+        except EngineError as e:
+            bad += 1
+            print(f"{e}", file=sys.stderr)
+    return 2 if bad else 0
+
+
+def _needs_mic(spec) -> bool:
+    return any(n.type == "source.microphone" for n in spec.nodes)
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from .backends import list_devices
+
+    devs = list_devices(args.backend)
+    if not devs:
+        print("no audio devices found")
+        return 0
+    print(f"{'':2}{'#':>3}  {'name':<40} {'host API':<10} {'in':>3} {'out':>3} "
+          f"{'default rate':>12}")
+    for d in devs:
+        mark = ("<" if d.default_input else " ") + (">" if d.default_output else " ")
+        print(f"{mark}{d.index:>3}  {d.name[:40]:<40} {d.hostapi[:10]:<10} "
+              f"{d.max_input_channels:>3} {d.max_output_channels:>3} "
+              f"{d.default_samplerate:>9.0f} Hz")
+    print("(< default input, > default output)")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from .models.manifest import list_models, models_dir
+
+    print(f"models in {models_dir()}:")
+    for r in list_models():
+        opt = " (optional)" if r["optional"] else ""
+        print(f"  {r['name']:<16} {r['status']:<28} {r['size_mb']:>8.1f} MB  {r['license']}{opt}")
+    return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from .models.manifest import fetch
+
+    fetch(args.names or None, force=args.force, include_optional=args.all,
+          log=lambda s: print(s, flush=True))
+    return 0
+
+
+def cmd_models_convert(args: argparse.Namespace) -> int:
+    from .models.whisper_convert import convert_whisper
+
+    ct2 = Path(args.ct2_dir)
+    if not (ct2 / "model.bin").exists():
+        raise EngineError(f"{ct2}: no model.bin here; expected a faster-whisper (CTranslate2) "
+                          "model folder with model.bin, config.json and tokenizer.json")
+    convert_whisper(ct2, Path(args.out_dir), quantize=args.quantize,
+                    log=lambda s: print(s, flush=True))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
