@@ -8,6 +8,7 @@ format stated (``raw_sample_rate``, ``raw_channels``, ``raw_subtype``).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,12 @@ def open_audio(path: str | Path, raw_sample_rate: int = 16000, raw_channels: int
 
 def _check_tail(f: sf.SoundFile, p: Path) -> None:
     """Read the last frames: a truncated or corrupt file fails here, not mid-stream."""
+    m = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", f.extra_info, re.M)
+    if m and int(m.group(2)) < int(m.group(1)):
+        f.close()
+        raise AudioFileError(f"{p}: the file is truncated: its header announces "
+                             f"{int(m.group(1))} bytes of audio but only {int(m.group(2))} are "
+                             "present; re-export or re-download it")
     n = min(f.frames, 4096)
     try:
         if f.seekable():

@@ -28,7 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import EngineError, GraphError, NegotiationError, ParamError
+from .errors import (
+    AudioFileError,
+    DeviceError,
+    EngineError,
+    GraphError,
+    ModelError,
+    NegotiationError,
+    ParamError,
+)
 from .events import Control, Event, NodeError
 from .graph import GraphSpec, NodeDecl, build_params, load_graph
 from .node import AUDIO, AudioSpec, Node, NodeIO, node_types
@@ -171,6 +179,8 @@ class Engine:
                 problems.append(f"nodes[{st.id}]: {e}" + (f" [inputs: {feeders}]" if feeders
                                                            else ""))
                 continue
+            except (AudioFileError, DeviceError, ModelError):
+                raise  # not a graph problem: the message names the file / device / model
             except EngineError as e:
                 problems.append(f"nodes[{st.id}]: {e}")
                 continue
@@ -193,19 +203,20 @@ class Engine:
         """Load models and warm kernels of every node (done by :meth:`start` if not yet)."""
         if getattr(self, "_prepared", False):
             return
-        problems = []
+        errors: list[tuple[_NodeState, EngineError]] = []
         for st in self._states:
             st.node.engine_realtime = self.realtime  # type: ignore[attr-defined]
             try:
                 st.node.prepare(st.specs)
             except EngineError as e:
-                problems.append(f"nodes[{st.id}] ({st.decl.type}): {e}")
-        if problems:
+                errors.append((st, e))
+        if errors:
             for st in self._states:
                 _safe_close(st.node)
-            if len(problems) == 1:
-                raise type_of_first(problems, self.spec.source)
-            raise GraphError(self.spec.source, problems)
+            if len(errors) == 1:
+                raise errors[0][1]
+            raise GraphError(self.spec.source, [f"nodes[{st.id}] ({st.decl.type}): {e}"
+                                                for st, e in errors])
         self._prepared = True
 
     # ------------------------------------------------------------------ public API
@@ -626,10 +637,6 @@ class Engine:
         }
 
 
-def type_of_first(problems: list[str], source: str) -> EngineError:
-    return EngineError(problems[0])
-
-
 def _safe_close(node: Node) -> None:
     try:
         node.close()
@@ -652,7 +659,8 @@ def _substitute_sources(spec: GraphSpec, input: str | Path | None, device, outpu
                 n = replace(n, type=cls.type_name, cls=cls, params=params)
             elif input is not None:
                 cls = types_["source.file"]
-                params = build_or_raise(cls, {"path": str(input), "loop": loop}, n.id)
+                params = build_or_raise(cls, {"path": str(input), "loop": loop,
+                                              "channels": p.channels}, n.id)
                 n = replace(n, type=cls.type_name, cls=cls, params=params)
             else:
                 kw = {}

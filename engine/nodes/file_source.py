@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import soundfile as sf
 
 from ..audio_io import open_audio
@@ -30,6 +31,8 @@ class FileSource(Node):
     class Params:
         path: str = param(doc="audio file (WAV, FLAC, OGG, ...; .raw = headerless PCM)")
         loop: bool = param(False, doc="restart at the end of the file")
+        channels: int = param(0, ge=0, le=64, doc="output channels: 0 = as in the file; 1 = "
+                                                  "average to mono; n = first n (or repeat)")
         start_s: float = param(0.0, ge=0, doc="start this many seconds into the file")
         raw_sample_rate: int = param(16000, gt=0, doc="sample rate of a .raw file")
         raw_channels: int = param(1, gt=0, le=64, doc="channels of a .raw file")
@@ -52,11 +55,22 @@ class FileSource(Node):
         f = self._f or self._open()
         self._f = f
         block = math.ceil(f.samplerate * self.quantum_s) + 1
-        return {"audio": AudioSpec(f.samplerate, f.channels, block)}
+        ch = self.params.channels or f.channels
+        return {"audio": AudioSpec(f.samplerate, ch, block)}
 
     def prepare(self, specs: dict[str, AudioSpec]) -> None:
         if self._f is None:
             self._f = self._open()
+        fch, ch = self._f.channels, specs["audio"].channels
+        self._mix = None
+        if ch != fch:  # read into a scratch buffer, then map channels (no allocation later)
+            self._scratch = np.zeros((specs["audio"].max_block, fch), np.float32)
+            if ch == 1:
+                self._mix = np.full((fch, 1), 1.0 / fch, np.float32)
+            else:
+                self._mix = np.zeros((fch, ch), np.float32)
+                for j in range(ch):
+                    self._mix[j % fch, j] = 1.0
         if self.params.start_s:
             self._f.seek(min(int(self.params.start_s * self._f.samplerate), self._f.frames))
 
@@ -64,7 +78,8 @@ class FileSource(Node):
         f = self._f
         if f is None or self.finished:
             return
-        out = io.out("audio")
+        final = io.out("audio")
+        out = self._scratch if self._mix is not None else final
         want = min(io.frames, len(out))
         got = 0
         while got < want:
@@ -82,6 +97,8 @@ class FileSource(Node):
                 self.finished = True
                 break
         self.frames_read += got
+        if self._mix is not None:
+            np.matmul(out[:got], self._mix, out=final[:got])
         io.produced("audio", got)
 
     def reset(self) -> None:

@@ -1,0 +1,190 @@
+"""Bad input gets a clear one-paragraph error, exit status 2, and no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine.errors import AudioFileError, GraphError
+from engine.graph import parse_graph
+from engine.runtime import Engine
+
+from .conftest import REPO, shared
+
+CLI = [sys.executable, "-m", "engine.cli"]
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO)
+
+
+def assert_clean_error(r: subprocess.CompletedProcess, *needles: str) -> str:
+    out = r.stderr + r.stdout
+    assert r.returncode == 2, out
+    assert "Traceback" not in out, out
+    low = out.lower()
+    for n in needles:
+        assert n.lower() in low, f"{n!r} not in: {out}"
+    return out
+
+
+FILE_GRAPH = """
+schema_version = 1
+[[nodes]]
+id = "src"
+type = "source.file"
+params = {{ path = "{path}" }}
+[[nodes]]
+id = "log"
+type = "sink.events"
+in = {{ events = "src.audio" }}
+"""
+
+PLAIN_GRAPH = """
+schema_version = 1
+[[nodes]]
+id = "src"
+type = "source.file"
+params = {{ path = "{path}" }}
+[[nodes]]
+id = "g"
+type = "dsp.gain"
+in = {{ audio = "src.audio" }}
+"""
+
+
+@pytest.fixture
+def good_wav(tmp_path) -> Path:
+    p = tmp_path / "good.wav"
+    sf.write(p, np.zeros((16000, 1), np.float32), 16000, subtype="PCM_16")
+    return p
+
+
+def _corrupt(tmp_path: Path, good_wav: Path, kind: str) -> Path:
+    p = tmp_path / f"{kind}.wav"
+    data = good_wav.read_bytes()
+    if kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "garbage":
+        p.write_bytes(np.random.default_rng(1).integers(0, 255, 5000, np.uint8).tobytes())
+    elif kind == "truncated":
+        p.write_bytes(data[: len(data) // 3])
+    elif kind == "header_only":
+        p.write_bytes(data[:44])
+    elif kind == "text":
+        p = tmp_path / "notes.flac"
+        p.write_text("these are my meeting notes, not audio\n" * 50)
+    elif kind == "missing":
+        p = tmp_path / "does-not-exist.wav"
+    return p
+
+
+@pytest.mark.parametrize("kind,needle", [
+    ("empty", "empty"), ("garbage", "not a readable audio file"), ("truncated", "truncated"),
+    ("header_only", "no audio frames"), ("text", "not a readable audio file"),
+    ("missing", "no such audio file"),
+])
+def test_bad_audio_file_cli(tmp_path, good_wav, kind, needle):
+    bad = _corrupt(tmp_path, good_wav, kind)
+    g = tmp_path / "g.toml"
+    g.write_text(PLAIN_GRAPH.format(path=bad))
+    r = run_cli("run", str(g), "--fast", "--quiet")
+    out = assert_clean_error(r, needle)
+    assert bad.name in out
+
+
+@pytest.mark.parametrize("kind", ["empty", "garbage", "truncated", "header_only", "text"])
+def test_bad_audio_file_api(tmp_path, good_wav, kind):
+    bad = _corrupt(tmp_path, good_wav, kind)
+    with pytest.raises(AudioFileError, match=bad.name):
+        Engine(parse_graph(PLAIN_GRAPH.format(path=bad)), realtime=False).run()
+
+
+def test_wrong_format_input_file_via_cli_input(tmp_path, good_wav):
+    bad = _corrupt(tmp_path, good_wav, "garbage")
+    r = run_cli("run", str(REPO / "graphs" / "vad_monitor.toml"), "--input", str(bad),
+                "--fast", "--quiet")
+    assert_clean_error(r, bad.name)
+
+
+GRAPH_PROBLEMS = [
+    ("unknown top key", 'schema_version = 1\nnmae = "x"\n[[nodes]]\nid="s"\ntype="source.file"\n'
+     'params={path="a.wav"}\n', ["nmae: unknown top-level key (did you mean 'name'?)"]),
+    ("unknown node key", '[[nodes]]\nid="s"\ntype="source.file"\nparms={path="a.wav"}\n',
+     ["nodes[s].parms: unknown key (did you mean 'params'?)",
+      "nodes[s].params.path: required parameter is missing"]),
+    ("bad types", '[[nodes]]\nid="s"\ntype="source.file"\nparams={path=3, loop="yes"}\n',
+     ["nodes[s].params.path: must be a string, got int 3",
+      "nodes[s].params.loop: must be true or false"]),
+    ("range", '[[nodes]]\nid="s"\ntype="source.file"\nparams={path="a.wav"}\n'
+     '[[nodes]]\nid="g"\ntype="dsp.gain"\nin={audio="s.audio"}\nparams={db=-500}\n',
+     ["nodes[g].params.db: must be >= -120, got -500"]),
+    ("unknown type", '[[nodes]]\nid="s"\ntype="source.fil"\n',
+     ["nodes[s].type: unknown node type 'source.fil' (did you mean 'source.file'?)"]),
+    ("missing producer", '[[nodes]]\nid="s"\ntype="source.file"\nparams={path="a.wav"}\n'
+     '[[nodes]]\nid="g"\ntype="dsp.gain"\nin={audio="mic.audio"}\n',
+     ["nodes[g].in.audio: no node 'mic' produces 'mic.audio'"]),
+    ("audio fed by events", '[[nodes]]\nid="s"\ntype="source.file"\nparams={path="a.wav"}\n'
+     '[[nodes]]\nid="log"\ntype="sink.events"\nin={events="s.audio"}\n',
+     ["nodes[log].in.events: events port fed by audio port 's.audio'"]),
+    ("cycle", '[[nodes]]\nid="s"\ntype="source.file"\nparams={path="a.wav"}\n'
+     '[[nodes]]\nid="a"\ntype="dsp.gain"\nin={audio="b.audio"}\n'
+     '[[nodes]]\nid="b"\ntype="dsp.gain"\nin={audio="a.audio"}\n', ["cycle:", "a", "b"]),
+    ("duplicate id", '[[nodes]]\nid="s"\ntype="source.file"\nparams={path="a.wav"}\n'
+     '[[nodes]]\nid="s"\ntype="dsp.gain"\nin={audio="s.audio"}\n', ["duplicate id 's'"]),
+    ("toml syntax", '[[nodes]\nid="s"\n', ["not valid TOML"]),
+]
+
+
+@pytest.mark.parametrize("name,text,needles", GRAPH_PROBLEMS, ids=[g[0] for g in GRAPH_PROBLEMS])
+def test_graph_problems_listed_with_paths(tmp_path, name, text, needles):
+    g = tmp_path / "bad.toml"
+    g.write_text(text)
+    r = run_cli("validate", str(g))
+    out = assert_clean_error(r, *needles)
+    assert str(g) in out
+
+
+def test_every_problem_reported_at_once():
+    text = ('nmae = "x"\n[[nodes]]\nid="s"\ntype="source.file"\nparams={path=3}\n'
+            '[[nodes]]\nid="g"\ntype="dsp.gian"\nin={audio="s.audio"}\n'
+            '[[nodes]]\nid="h"\ntype="dsp.gain"\nin={audio="zz.audio"}\nparams={db="loud"}\n')
+    with pytest.raises(GraphError) as ei:
+        parse_graph(text)
+    assert len(ei.value.problems) == 5, ei.value.problems
+
+
+def test_rate_mismatch_names_the_fix(tmp_path):
+    wav = tmp_path / "a44.wav"
+    sf.write(wav, np.zeros((4410, 1), np.float32), 44100)
+    g = tmp_path / "g.toml"
+    g.write_text(f'[[nodes]]\nid="mic"\ntype="source.file"\nparams={{path="{wav}"}}\n'
+                 '[[nodes]]\nid="vad"\ntype="vad.webrtc"\nin={audio="mic.audio"}\n')
+    r = run_cli("validate", str(g))
+    assert_clean_error(r, "nodes[vad]", "44100 Hz", "dsp.resample")
+
+
+def test_unknown_device_name(pulse, tmp_path):
+    r = run_cli("run", str(REPO / "graphs" / "vad_monitor.toml"), "--device",
+                "NoSuchMicrophone", "--quiet")
+    assert_clean_error(r, "no input device named 'NoSuchMicrophone'", "audio-engine devices")
+
+
+def test_unknown_backend_rejected(tmp_path):
+    g = tmp_path / "g.toml"
+    g.write_text('[engine]\nbackend="portaudio"\n[[nodes]]\nid="mic"\n'
+                 'type="source.microphone"\n')
+    r = run_cli("validate", str(g))
+    assert_clean_error(r, "engine.backend")
+
+
+def test_cli_set_override_validated(tmp_path):
+    r = run_cli("run", str(REPO / "graphs" / "vad_monitor.toml"), "--input",
+                str(shared("speech/jfk.flac")), "--fast", "--quiet", "--set", "vad.threshold=7")
+    assert_clean_error(r, "nodes[vad].params.threshold")

@@ -1,0 +1,231 @@
+"""Engine core: embedding API, queues and their policies, node errors, memory, every graph."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import soundfile as sf
+
+from engine.events import Event
+from engine.graph import load_graph, parse_graph
+from engine.node import AUDIO, AudioSpec, Node, NodeIO, register
+from engine.queues import BoundedQueue
+from engine.ring import AudioRing
+from engine.runtime import Engine
+
+from .conftest import REPO, load_mono, shared
+
+GRAPHS = sorted((REPO / "graphs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("policy,expect_items,expect_drops", [
+    ("drop_oldest", [2, 3, 4], 2), ("drop_newest", [0, 1, 2], 2)])
+def test_queue_policies_count_drops(policy, expect_items, expect_drops):
+    q = BoundedQueue(3, policy)
+    for i in range(5):
+        q.put(i)
+    assert [q.get(0.1) for _ in range(3)] == expect_items
+    assert q.drops == expect_drops and q.max_depth == 3
+
+
+def test_blocking_queue_waits_for_room():
+    q = BoundedQueue(2, "block")
+    q.put(0)
+    q.put(1)
+    t = threading.Thread(target=lambda: (time.sleep(0.2), q.get()))
+    t.start()
+    t0 = time.monotonic()
+    q.put(2)
+    assert time.monotonic() - t0 >= 0.15 and q.drops == 0
+    t.join()
+
+
+def test_ring_wraps_and_counts():
+    r = AudioRing(8, 1)
+    out = np.zeros((5, 1), np.float32)
+    for k in range(10):
+        x = np.arange(k * 5, k * 5 + 5, dtype=np.float32)[:, None]
+        assert r.write(x) == 5
+        assert r.read_into(out) == 5
+        assert np.array_equal(out, x)
+    assert r.write(np.ones((10, 1), np.float32)) == 8 and r.overflows == 2
+    big = np.zeros((12, 1), np.float32)
+    assert r.read_into(big, zero_fill=True) == 8 and r.underflows == 4
+
+
+@register
+class _Exploding(Node):
+    """Test-only node type: raises on every third block, to check error containment."""
+
+    type_name = "test.exploding"
+    inputs = {"audio": AUDIO}
+    outputs = {"audio": AUDIO}
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def negotiate(self, inputs):
+        return {"audio": inputs["audio"]}
+
+    def prepare(self, specs):
+        self.n = 0
+
+    def process(self, io: NodeIO) -> None:
+        self.n += 1
+        if self.n % 3 == 0:
+            raise RuntimeError("boom")
+        x = io.audio("audio")
+        io.out("audio")[: len(x)] = x
+        io.produced("audio", len(x))
+
+
+def test_node_exception_becomes_event_and_graph_keeps_running(tmp_path):
+    wav = tmp_path / "in.wav"
+    sf.write(wav, np.random.default_rng(0).standard_normal((16000, 1)).astype(np.float32) * .1,
+             16000)
+    out = tmp_path / "out.wav"
+    spec = parse_graph(f"""
+[[nodes]]
+id = "src"
+type = "source.file"
+params = {{ path = "{wav}" }}
+[[nodes]]
+id = "x"
+type = "test.exploding"
+in = {{ audio = "src.audio" }}
+[[nodes]]
+id = "rec"
+type = "sink.wav"
+in = {{ audio = "x.audio" }}
+params = {{ path = "{out}" }}
+""")
+    errors: list[Event] = []
+    eng = Engine(spec, realtime=False)
+    eng.on("engine.node_error", errors.append)
+    stats = eng.run()
+    assert errors and "boom" in errors[0].message and errors[0].node == "x"
+    n_err = stats["nodes"]["x"]["errors"]
+    assert n_err >= 33
+    assert 16000 - n_err * 160 <= sf.info(out).frames < 16000  # the other blocks went through
+
+
+def test_feed_api_delivers_events_to_callbacks(tmp_path):
+    """Embedding: the application captures audio itself and pushes it with eng.feed()."""
+    x, sr = load_mono(shared("speech/jfk.flac"), 48000)
+    got: list[Event] = []
+    threads: set[str] = set()
+
+    def cb(ev: Event) -> None:
+        got.append(ev)
+        threads.add(threading.current_thread().name)
+
+    with Engine.from_file(REPO / "graphs" / "vad_monitor.toml", input="feed") as eng:
+        eng.on("vad.*", cb)
+        for i in range(0, len(x), 4800):  # as an application would: 100 ms at a time
+            eng.feed(x[i:i + 4800])
+        eng.end_feed()
+        assert eng.wait(60)
+    starts = [e for e in got if e.type == "vad.speech_started"]
+    stops = [e for e in got if e.type == "vad.speech_stopped"]
+    assert starts and len(stops) == len(starts)
+    assert threads == {"engine-dispatch"}
+
+
+def test_bounded_memory_over_ten_minutes(tmp_path):
+    """A 10-minute stream fed as fast as possible: RSS grows < 20 MB after warm-up."""
+    src = shared("speech/librispeech-test-clean__1089-134686-0000.flac")
+    spec = parse_graph(f"""
+[[nodes]]
+id = "src"
+type = "source.file"
+params = {{ path = "{src}", loop = true }}
+[[nodes]]
+id = "rs"
+type = "dsp.resample"
+in = {{ audio = "src.audio" }}
+params = {{ rate = 48000 }}
+[[nodes]]
+id = "rs2"
+type = "dsp.resample"
+in = {{ audio = "rs.audio" }}
+params = {{ rate = 16000 }}
+[[nodes]]
+id = "vad"
+type = "vad.webrtc"
+in = {{ audio = "rs2.audio" }}
+[[nodes]]
+id = "log"
+type = "sink.events"
+in = {{ events = "vad.events" }}
+params = {{ path = "{tmp_path / 'events.jsonl'}" }}
+""")
+    proc = psutil.Process()
+    eng = Engine(spec, realtime=False)
+    eng.start()
+    rss = []
+    while eng.audio_seconds < 600 and eng.running:
+        time.sleep(0.2)
+        if eng.audio_seconds > 60:
+            rss.append(proc.memory_info().rss)
+    eng.stop()
+    assert eng.audio_seconds >= 600
+    growth = (max(rss[len(rss) // 10:]) - rss[0]) / 1e6
+    assert growth < 20, f"RSS grew {growth:.1f} MB over the stream"
+
+
+@pytest.mark.parametrize("graph", GRAPHS, ids=[g.stem for g in GRAPHS])
+def test_every_graph_validates_and_runs_on_a_file(graph: Path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # graphs may write recordings / logs relative to cwd
+    spec = load_graph(graph)
+    speech = shared("speech/jfk.flac")
+    has_mic = any(n.type == "source.microphone" for n in spec.nodes)
+    eng = Engine(spec, input=speech if has_mic else None, realtime=False)
+    eng.prepare()
+    eng.start()
+    eng.wait(120)
+    eng.stop()
+    st = eng.stats()
+    assert st["audio_seconds"] > 1.0
+    assert all(n["errors"] == 0 for n in st["nodes"].values()), st["nodes"]
+
+
+def test_realtime_file_run_is_paced_by_the_clock(tmp_path):
+    wav = tmp_path / "two_s.wav"
+    sf.write(wav, np.zeros((32000, 1), np.float32), 16000)
+    spec = parse_graph(f'[[nodes]]\nid="s"\ntype="source.file"\nparams={{path="{wav}"}}\n')
+    t0 = time.monotonic()
+    Engine(spec, realtime=True).run()
+    assert 1.9 < time.monotonic() - t0 < 3.0
+
+
+def test_specs_negotiated_through_resampler(tmp_path):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros((4410, 2), np.float32), 44100)
+    spec = parse_graph(f"""
+[[nodes]]
+id = "s"
+type = "source.file"
+params = {{ path = "{wav}" }}
+[[nodes]]
+id = "m"
+type = "dsp.mix"
+in = {{ audio = "s.audio" }}
+[[nodes]]
+id = "r"
+type = "dsp.resample"
+in = {{ audio = "m.audio" }}
+params = {{ rate = 16000 }}
+""")
+    eng = Engine(spec, realtime=False)
+    specs = {st.id: st.specs for st in eng._states}
+    assert specs["m"]["audio"] == AudioSpec(44100, 1, specs["s"]["audio"].max_block)
+    assert specs["r"]["audio"].sample_rate == 16000
+
+
