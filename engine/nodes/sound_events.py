@@ -1,0 +1,810 @@
+"""``sound.yamnet``: sound-event monitoring with YAMNet (AudioSet, 521 classes).
+
+Pipeline per input block (16 kHz mono): YAMNet's own log-mel front end
+(:mod:`engine.dsp.yamnet_features`, a ``nogil`` Numba kernel) cuts 0.96 s patches every
+``patch_hop_s``; each patch goes through :class:`engine.models.yamnet.YamnetModel` (onnxruntime,
+one thread) to 521 class probabilities; each *group* (``alarm``, ``dog``, ...) scores the maximum
+over its AudioSet classes; an :class:`EventDecider` turns group scores into events:
+
+* smoothing over the last ``smoothing_patches`` patches (``mean`` or ``max``; ``none``);
+* hysteresis: an event opens when the smoothed score reaches the group's *on* threshold and stays
+  open while it is at least the *off* threshold; backwards too: its start moves back over the
+  preceding patches (up to ``lookback_s``) that already scored at least *off*;
+* ``min_duration_s``: ``SoundEventStarted`` is emitted once the event has lasted that long (it is
+  still stamped at the event's start); shorter blips are dropped;
+* ``cooldown_s``: after an event of a group stops, that group cannot start a new one for this long.
+
+Timing on the audio clock: patch ``p`` covers samples ``[p H, p H + 15600)`` (``H`` the patch
+hop). When a group turns on at patch ``p`` while patch ``p - 1`` stayed off, the sound is most
+likely in the part of patch ``p`` that patch ``p - 1`` did not contain, its last hop: the event
+starts at ``p H + 15600 - H``. By the same argument an event whose last active patch is ``q - 1``
+stops at ``q H`` (the end of the first hop of patch ``q - 1``, the part patch ``q`` no longer
+contains), and at least one hop after its start. A smoothing window of ``k`` patches is credited
+to its middle patch. ``SoundScores`` are stamped at the patch centre. All stamps are absolute
+input sample indices (``io.start["audio"]`` plus the offset in the stream; quanta dropped
+upstream are bridged without shifting the clock). A start is emitted when the patch that decides
+it is complete: ``H`` = 0.48 s of audio after its stamp (more with look-back, smoothing or a
+minimum duration), plus the model time (well under 1 ms per patch on one core).
+
+The default thresholds (on 0.5, off 0.3) suit the quantised model, whose logits come in steps of
+0.757: its probabilities near the thresholds are 0.18, 0.32, 0.50, 0.68, so *on* 0.5 means
+"logit >= 0" and *off* 0.3 one step below.
+
+Outputs: ``events`` (``SoundEventStarted`` / ``SoundEventStopped``, and ``NodeError`` for
+non-fatal evidence / webhook failures) and ``scores`` (``SoundScores`` per patch when
+``emit_scores``: each group's smoothed score under the group's name, then the ``scores_top_k``
+highest classes under their AudioSet names).
+
+Side outputs, both on background threads behind bounded queues so ``process`` never waits on I/O:
+
+* ``evidence_dir``: each event's audio, from ``pre_roll_s`` before its start to the moment it is
+  stopped (at most ``max_clip_s``), written as a 16-bit WAV plus a JSON sidecar. An unwritable
+  directory or a full disk becomes an ``engine.node_error`` event and a log warning, never a
+  crash; clips that find the queue full are counted as dropped.
+* ``webhook_url``: the JSON of every started / stopped event is POSTed (``urllib``) with a
+  timeout of ``webhook_timeout_s`` and up to ``webhook_retries`` retries with exponential backoff;
+  failures are counted and reported like evidence failures.
+
+Real-time rules: this is a ``thread = "worker"`` node (it runs a model). ``process`` accepts any
+block length; its work is the feature kernel, one model call per completed patch and a few small
+NumPy operations on preallocated arrays. The only per-event allocation is the evidence clip copy.
+Output does not depend on the block size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from ..dsp.yamnet_features import HOP, PATCH_SAMPLES, SAMPLE_RATE, YamnetFeatures
+from ..errors import EngineError, ModelError, NegotiationError
+from ..events import Event, NodeError, SoundEventStarted, SoundEventStopped, SoundScores
+from ..models.manifest import model_file, model_folder
+from ..models.yamnet import YamnetModel, load_class_map
+from ..node import (
+    AUDIO,
+    EVENTS,
+    AudioSpec,
+    Node,
+    NodeIO,
+    did_you_mean,
+    param,
+    register,
+    require_mono,
+    require_rate,
+)
+
+log = logging.getLogger(__name__)
+
+#: default groups: sounds worth an alert in a home / office, none of them speech
+DEFAULT_GROUPS: dict[str, list[str]] = {
+    "alarm": ["Smoke detector, smoke alarm", "Fire alarm", "Siren", "Civil defense siren",
+              "Alarm clock", "Buzzer", "Car alarm", "Police car (siren)", "Ambulance (siren)",
+              "Fire engine, fire truck (siren)"],
+    "glass": ["Glass", "Shatter", "Breaking", "Chink, clink"],
+    "dog": ["Dog", "Bark", "Bow-wow", "Yip", "Howl", "Growling", "Whimper (dog)"],
+    "baby": ["Baby cry, infant cry"],
+    "cat": ["Cat", "Meow", "Caterwaul"],
+    "doorbell": ["Doorbell", "Ding-dong"],
+    "knock": ["Knock"],
+    "gunshot": ["Gunshot, gunfire", "Machine gun", "Explosion"],
+    "scream": ["Screaming"],
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# decision logic (pure Python, shared by the node and the offline path)
+
+
+@dataclass
+class _GroupState:
+    active: bool = False  # above threshold (confirmed or not)
+    confirmed: bool = False  # SoundEventStarted emitted
+    start: int = 0  # stream sample of the run's start
+    patches: int = 0
+    max_score: float = 0.0
+    last_stop: int = -(1 << 62)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision of :class:`EventDecider`: ``kind`` is ``"started"`` or ``"stopped"``."""
+
+    kind: str
+    group: str
+    sample: int  # stream sample (0 = first sample fed)
+    score: float  # smoothed score at start / maximum over the event at stop
+    start_sample: int = 0
+    top_classes: tuple[tuple[str, float], ...] = ()
+
+
+class EventDecider:
+    """Group scores per patch -> started / stopped decisions (smoothing, hysteresis, minimum
+    duration, cooldown). Times are stream samples; see the module docstring for the timing."""
+
+    def __init__(self, groups: dict[str, list[int]], class_names: list[str],
+                 thresholds: dict[str, tuple[float, float]], hop_samples: int,
+                 smoothing: str = "mean", smoothing_patches: int = 1,
+                 min_duration_s: float = 0.0, cooldown_s: float = 0.0,
+                 lookback_s: float = 0.0, sample_rate: int = SAMPLE_RATE, top_k: int = 3):
+        self.names = list(groups)
+        self.class_names = class_names
+        self.hop = int(hop_samples)
+        self.on = np.array([thresholds[g][0] for g in self.names], np.float32)
+        self.off = np.array([thresholds[g][1] for g in self.names], np.float32)
+        self.k = 1 if smoothing == "none" else max(1, int(smoothing_patches))
+        self.smoothing = "none" if self.k == 1 else smoothing
+        self.min_patches = max(1, math.ceil(min_duration_s * sample_rate / self.hop - 1e-9))
+        self.cooldown = int(round(cooldown_s * sample_rate))
+        self.lookback = max(0, int(math.floor(lookback_s * sample_rate / self.hop + 1e-9)))
+        self.top_k = top_k
+        # flat class index list + segment offsets for np.maximum.reduceat
+        self._members = [np.asarray(groups[g], np.int64) for g in self.names]
+        self._flat = np.concatenate(self._members) if self._members else np.zeros(0, np.int64)
+        self._offsets = np.cumsum([0] + [len(m) for m in self._members[:-1]]).astype(np.int64)
+        self._vals = np.zeros(len(self._flat), np.float32)
+        self.raw = np.zeros(len(self.names), np.float32)
+        self.smoothed = np.zeros(len(self.names), np.float32)
+        self._hist = np.zeros((self.k, len(self.names)), np.float32)
+        # smoothed scores of the last `lookback` patches, for back-dating a start
+        self._past = np.zeros((self.lookback + 1, len(self.names)), np.float32)
+        # a smoothing window of k patches is credited to its middle patch
+        self._shift = (self.k - 1) / 2.0 * self.hop
+        self.reset()
+
+    def reset(self) -> None:
+        self._hist[:] = 0.0
+        self._past[:] = 0.0
+        self._n = 0
+        self.state = [_GroupState() for _ in self.names]
+
+    def start_sample(self, p: int) -> int:
+        """Start stamp of an event first seen in patch ``p``: where the audio that patch ``p - 1``
+        did not contain begins (``p H + 15600 - H``)."""
+        return max(0, int(round(p * self.hop + PATCH_SAMPLES - self.hop - self._shift)))
+
+    def stop_sample(self, q: int, start: int) -> int:
+        """Stop stamp of an event whose last patch is ``q - 1``: where the audio that patch ``q``
+        no longer contains ends (``q H``); at least one hop after the start."""
+        return max(start + self.hop, int(round(q * self.hop - self._shift)))
+
+    def centre_sample(self, p: int) -> int:
+        """The centre of patch ``p`` (the stamp of its SoundScores)."""
+        return max(0, int(round(p * self.hop + PATCH_SAMPLES / 2 - self._shift)))
+
+    def group_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Each group's score (max over its classes), smoothed; updates ``raw``/``smoothed``."""
+        if len(self._flat):
+            np.take(scores, self._flat, out=self._vals)
+            np.maximum.reduceat(self._vals, self._offsets, out=self.raw)
+        self._hist[self._n % self.k] = self.raw
+        self._n += 1
+        rows = self._hist[: min(self._n, self.k)]
+        if self.smoothing == "max":
+            np.max(rows, axis=0, out=self.smoothed)
+        elif self.smoothing == "mean":
+            np.mean(rows, axis=0, out=self.smoothed)
+        else:
+            self.smoothed[:] = self.raw
+        return self.smoothed
+
+    def _top(self, gi: int, scores: np.ndarray) -> tuple[tuple[str, float], ...]:
+        m = self._members[gi]
+        order = np.argsort(-scores[m], kind="stable")[: self.top_k]
+        return tuple((self.class_names[int(m[i])], round(float(scores[m[i]]), 4)) for i in order)
+
+    def update(self, p: int, scores: np.ndarray) -> list[Decision]:
+        """Feed patch ``p``'s class scores; return the decisions it causes."""
+        s = self.group_scores(scores)
+        out: list[Decision] = []
+        t = self.start_sample(p)
+        for gi, g in enumerate(self.names):
+            st = self.state[gi]
+            v = float(s[gi])
+            if st.active:
+                if v >= self.off[gi]:
+                    st.patches += 1
+                    st.max_score = max(st.max_score, v)
+                    if not st.confirmed and st.patches >= self.min_patches:
+                        st.confirmed = True
+                        out.append(Decision("started", g, st.start, st.max_score,
+                                            top_classes=self._top(gi, scores)))
+                    continue
+                self._stop(gi, self.stop_sample(p, st.start), out)
+            if v >= self.on[gi] and t - st.last_stop >= self.cooldown:
+                t0 = self._backdate(p, gi, st)
+                st.active, st.confirmed = True, False
+                st.start, st.patches, st.max_score = t0, 1, v
+                if self.min_patches <= 1:
+                    st.confirmed = True
+                    out.append(Decision("started", g, t0, v, top_classes=self._top(gi, scores)))
+        self._past[p % len(self._past)] = s
+        return out
+
+    def _backdate(self, p: int, gi: int, st: _GroupState) -> int:
+        """Hysteresis backwards: move the start of an event turning on at patch ``p`` back over
+        the preceding patches (at most ``lookback``) whose score was already >= off, never
+        before the previous event's stop plus the cooldown."""
+        j = p
+        while j - 1 >= max(0, p - self.lookback) \
+                and self._past[(j - 1) % len(self._past)][gi] >= self.off[gi] \
+                and self.start_sample(j - 1) - st.last_stop >= self.cooldown:
+            j -= 1
+        return self.start_sample(j)
+
+    def _stop(self, gi: int, t: int, out: list[Decision]) -> None:
+        st = self.state[gi]
+        if st.confirmed:
+            out.append(Decision("stopped", self.names[gi], t, st.max_score, start_sample=st.start))
+            st.last_stop = t
+        st.active = st.confirmed = False
+
+    def finish(self, last_patch: int, end_sample: int | None = None) -> list[Decision]:
+        """End of stream: events still open stop at ``end_sample`` (the last sample fed; the
+        sound was still present in the last patch), else at the end of the last patch."""
+        out: list[Decision] = []
+        end = last_patch * self.hop + PATCH_SAMPLES if end_sample is None else end_sample
+        for gi, st in enumerate(self.state):
+            if st.active:
+                self._stop(gi, max(end, st.start), out)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# background writers
+
+
+class _Background:
+    """One daemon thread draining a bounded queue; ``pending`` counts queued + in-flight jobs."""
+
+    def __init__(self, name: str, handler, errors: deque[str], maxsize: int = 32):
+        self._q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._handler = handler
+        self._errors = errors
+        self._lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.pending = 0
+        self.dropped = 0
+        self._idle = threading.Condition(self._lock)
+        self._t = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._t.start()
+
+    def submit(self, job: Any) -> bool:
+        with self._lock:
+            self.pending += 1
+        try:
+            self._q.put_nowait(job)
+            return True
+        except queue.Full:
+            with self._lock:
+                self.pending -= 1
+                self.dropped += 1
+            return False
+
+    def _loop(self) -> None:
+        while True:
+            job = self._q.get()
+            if job is None:
+                return
+            try:
+                self._handler(job)
+            except Exception as e:  # noqa: BLE001 - a side output must never kill the node
+                msg = f"{self._t.name}: {type(e).__name__}: {e}"
+                log.warning(msg)
+                self._errors.append(msg)
+            finally:
+                with self._lock:
+                    self.pending -= 1
+                    self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        with self._lock:
+            while self.pending:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def close(self, timeout: float) -> None:
+        self.wait_idle(timeout)
+        self.stop_event.set()
+        try:
+            self._q.put(None, timeout=1.0)
+        except queue.Full:
+            pass
+        self._t.join(timeout=max(timeout, 1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# the node
+
+
+def _resolve_model(params: Any) -> tuple[Path, Path]:
+    m = str(params.model)
+    if m.endswith(".onnx") or "/" in m or "\\" in m:
+        mp = Path(m).expanduser()
+        if not mp.exists():
+            raise ModelError(f"YAMNet model file {mp} does not exist")
+    else:
+        mp = model_folder(m) / "model.onnx"  # verifies every file of the manifest entry
+    if params.class_map:
+        cm = Path(params.class_map).expanduser()
+    elif (mp.parent / "yamnet_class_map.csv").exists():
+        cm = mp.parent / "yamnet_class_map.csv"
+    else:
+        cm = model_file("yamnet", "yamnet_class_map.csv")
+    return mp, cm
+
+
+def _class_map_for(params: Any) -> list[str]:
+    if params.class_map:
+        return load_class_map(Path(params.class_map).expanduser())
+    try:
+        return load_class_map(_resolve_model(params)[1])
+    except ModelError:
+        return load_class_map(model_file("yamnet", "yamnet_class_map.csv", verify=False))
+
+
+@register
+class SoundEvents(Node):
+    """Detect groups of AudioSet sounds (alarms, glass, dogs, babies, ...) in 16 kHz mono audio."""
+
+    type_name = "sound.yamnet"
+    inputs = {"audio": AUDIO}
+    outputs = {"events": EVENTS, "scores": EVENTS}
+    thread = "worker"
+
+    @dataclass(frozen=True)
+    class Params:
+        model: str = param("yamnet", doc="manifest model name, or the path of a YAMNet .onnx "
+                                         "(uint8 quantised or float32 input [1, 1, 96, 64])")
+        class_map: str = param("", doc="yamnet_class_map.csv; default: the one beside the model")
+        patch_hop_s: float = param(0.48, ge=0.01, le=0.96,
+                                   doc="seconds between 0.96 s patches (rounded to 10 ms)")
+        groups: dict = param(DEFAULT_GROUPS,
+                             doc="group name -> list of AudioSet class names (display names "
+                                 "of yamnet_class_map.csv); a group scores the max of its classes")
+        on_threshold: float = param(0.5, gt=0.0, le=1.0, doc="score that opens an event")
+        off_threshold: float = param(0.3, ge=0.0, le=1.0, doc="score below which it closes")
+        thresholds: dict = param({}, doc="per-group [on, off] overriding the two above")
+        min_duration_s: float = param(0.0, ge=0.0, le=60.0,
+                                      doc="an event is reported once it lasted this long")
+        smoothing: str = param("none", choices=("none", "mean", "max"),
+                               doc="moving mean or max of group scores over smoothing_patches")
+        smoothing_patches: int = param(2, ge=1, le=20,
+                                       doc="smoothing window in patches (unless smoothing "
+                                           "= 'none')")
+        cooldown_s: float = param(2.0, ge=0.0, le=3600.0,
+                                  doc="quiet time per group after an event before the next")
+        lookback_s: float = param(0.0, ge=0.0, le=10.0,
+                                  doc="an event's start moves back over preceding patches that "
+                                      "already scored >= off, up to this long")
+        emit_scores: bool = param(False, doc="emit SoundScores on the scores port per patch")
+        scores_top_k: int = param(5, ge=0, le=521, doc="classes listed in each SoundScores")
+        evidence_dir: str = param("", doc="folder for a WAV clip (+ JSON) per event; '' = off")
+        pre_roll_s: float = param(2.0, ge=0.0, le=60.0, doc="audio kept before an event's start")
+        max_clip_s: float = param(30.0, gt=0.0, le=600.0, doc="longest evidence clip")
+        webhook_url: str = param("", doc="http(s) URL to POST each event's JSON to; '' = off")
+        webhook_timeout_s: float = param(2.0, gt=0.0, le=60.0, doc="per attempt")
+        webhook_retries: int = param(2, ge=0, le=10, doc="retries after a failed POST")
+        threads: int = param(1, ge=1, le=16, doc="onnxruntime intra-op threads")
+
+    # ------------------------------------------------------------------ validation
+    @classmethod
+    def validate_params(cls, params: Any, class_names: list[str] | None = None) -> list[str]:
+        """Every problem of ``params`` beyond types and ranges, each prefixed with its path
+        inside ``params`` (``groups.alarm: unknown AudioSet class 'Sirne' (did you mean
+        'Siren'?)``). Loads only the class map, never the model."""
+        problems: list[str] = []
+        groups = params.groups
+        if class_names is None:
+            try:
+                class_names = _class_map_for(params)
+            except EngineError as e:
+                problems.append(f"class_map: {e}")
+        known = set(class_names or ())
+        if not isinstance(groups, dict) or not groups:
+            problems.append("groups: must be a table of group = [AudioSet class names]")
+            groups = {}
+        for g, names in groups.items():
+            if not isinstance(names, (list, tuple)) or not names \
+                    or not all(isinstance(n, str) for n in names):
+                problems.append(f"groups.{g}: must be a non-empty list of AudioSet class names")
+                continue
+            if class_names is None:
+                continue
+            for n in names:
+                if n not in known:
+                    problems.append(f"groups.{g}: unknown AudioSet class '{n}'"
+                                    f"{_class_hint(n, class_names)}")
+        if params.off_threshold > params.on_threshold:
+            problems.append(f"off_threshold: must be <= on_threshold ({params.on_threshold}), "
+                            f"got {params.off_threshold}")
+        th = params.thresholds if isinstance(params.thresholds, dict) else {}
+        if not isinstance(params.thresholds, dict):
+            problems.append("thresholds: must be a table of group = [on, off]")
+        for g, v in th.items():
+            if g not in groups:
+                problems.append(f"thresholds.{g}: no such group{did_you_mean(g, groups)} "
+                                f"(groups: {', '.join(groups)})")
+                continue
+            ok = (isinstance(v, (list, tuple)) and len(v) == 2
+                  and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v))
+            if not ok or not (0.0 <= v[1] <= v[0] <= 1.0) or v[0] <= 0.0:
+                problems.append(f"thresholds.{g}: must be [on, off] with 0 <= off <= on <= 1 "
+                                f"and on > 0, got {v!r}")
+        if params.webhook_url:
+            u = urlparse(params.webhook_url)
+            if u.scheme not in ("http", "https") or not u.netloc:
+                problems.append(f"webhook_url: must be an http:// or https:// URL, got "
+                                f"{params.webhook_url!r}")
+        return problems
+
+    def _check(self) -> list[str]:
+        if self._names is None:
+            self._names = _class_map_for(self.params)
+        return self.validate_params(self.params, self._names)
+
+    def _raise_problems(self, problems: list[str]) -> None:
+        if problems:
+            raise NegotiationError("; ".join(f"nodes[{self.id}].params.{p}" for p in problems))
+
+    # ------------------------------------------------------------------ lifecycle
+    def __init__(self, node_id: str, params: Params):
+        super().__init__(node_id, params)
+        self._names: list[str] | None = None
+        self._model: YamnetModel | None = None
+        self._feats: YamnetFeatures | None = None
+        self._decider: EventDecider | None = None
+        # appended by background threads, drained (popleft) by process: deque ops are atomic
+        self._errors: deque[str] = deque(maxlen=1000)
+        self._count_lock = threading.Lock()
+        self._evidence: _Background | None = None
+        self._webhook: _Background | None = None
+        self._ring: np.ndarray | None = None
+        self._clips: dict[str, dict[str, Any]] = {}
+        self._counts = dict(patches=0, events=0, clips_written=0, clips_failed=0,
+                            webhook_posted=0, webhook_failed=0, errors_reported=0)
+        self._infer_s = 0.0
+        self.rate = SAMPLE_RATE
+
+    def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
+        spec = inputs["audio"]
+        require_rate(self.id, "audio", spec, (SAMPLE_RATE,))
+        require_mono(self.id, "audio", spec)
+        self._raise_problems(self._check())
+        return {}
+
+    def prepare(self, specs: dict[str, AudioSpec]) -> None:
+        p = self.params
+        self._raise_problems(self._check())
+        self.close()  # a second prepare must not leak the background threads of the first
+        mp, cm = _resolve_model(p)
+        self._model = YamnetModel(mp, cm, threads=p.threads)
+        names = self._model.class_names
+        index = {n: i for i, n in enumerate(names)}
+        groups = {g: [index[n] for n in cl] for g, cl in p.groups.items()}
+        th = {g: tuple(p.thresholds.get(g, (p.on_threshold, p.off_threshold))) for g in groups}
+        hop_frames = max(1, int(round(p.patch_hop_s * SAMPLE_RATE / HOP)))
+        self._feats = YamnetFeatures(hop_frames)
+        self._feats.warmup()
+        self._decider = EventDecider(groups, names, th, hop_frames * HOP,  # type: ignore[arg-type]
+                                     p.smoothing, p.smoothing_patches, p.min_duration_s,
+                                     p.cooldown_s, p.lookback_s)
+        self._model.scores(np.zeros((96, 64), np.float32))  # warm the session
+        if p.evidence_dir:
+            # pre-roll + longest clip + how far a start can lie behind the audio that decides it
+            # (look-back, minimum duration, a patch and the smoothing window)
+            delay = PATCH_SAMPLES + (p.smoothing_patches + 1) * hop_frames * HOP
+            extra_s = p.pre_roll_s + p.max_clip_s + p.lookback_s + p.min_duration_s + 1.0
+            cap = int(extra_s * SAMPLE_RATE) + delay
+            self._ring = np.zeros(cap, np.float32)
+            try:
+                Path(p.evidence_dir).expanduser().mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                self._report(f"evidence_dir {p.evidence_dir!r} cannot be created "
+                             f"({e.strerror or e}); clips will not be saved until it can")
+            self._evidence = _Background(f"{self.id}-evidence", self._write_clip, self._errors)
+        if p.webhook_url:
+            self._webhook = _Background(f"{self.id}-webhook", self._post, self._errors, 256)
+        self.reset()
+
+    def reset(self) -> None:
+        if self._feats is not None:
+            self._feats.reset()
+        if self._decider is not None:
+            self._decider.reset()
+        self._pos = 0  # stream samples received
+        self._offset: int | None = None  # absolute index of stream sample 0
+        self._last_patch = -1
+        self._clips = {}
+        if self._ring is not None:
+            self._ring[:] = 0.0
+
+    # ------------------------------------------------------------------ processing
+    def process(self, io: NodeIO) -> None:
+        self._drain_errors(io)
+        if not io.has_audio("audio"):
+            return
+        x = io.audio("audio")
+        start = io.start.get("audio", self._pos if self._offset is None else
+                             self._pos + self._offset)
+        if self._offset is None:
+            self._offset = start - self._pos
+        elif start != self._pos + self._offset:
+            # quanta were dropped upstream (worker queue full): keep the absolute clock right
+            self._offset = start - self._pos
+        n = len(x)
+        if n == 0:
+            return
+        mono = x[:, 0] if x.ndim == 2 else x
+        if self._ring is not None:
+            self._ring_write(mono)
+        self._pos += n
+        assert self._feats is not None
+        for p, patch in self._feats.push(mono):
+            self._patch(io, p, patch)
+        self._clip_progress()
+
+    def flush(self, io: NodeIO) -> None:
+        self._drain_errors(io)
+        if self._feats is None or self._decider is None:
+            return
+        for p, patch in self._feats.finish():
+            self._patch(io, p, patch)
+        if self._last_patch >= 0:
+            for d in self._decider.finish(self._last_patch, self._pos):
+                self._emit(io, d)
+        self._clip_progress(final=True)
+
+    def _patch(self, io: NodeIO, p: int, patch: np.ndarray) -> None:
+        assert self._model is not None and self._decider is not None
+        t0 = time.perf_counter()
+        scores = self._model.scores(patch)
+        self._infer_s += time.perf_counter() - t0
+        self._counts["patches"] += 1
+        self._last_patch = p
+        for d in self._decider.update(p, scores):
+            self._emit(io, d)
+        if self.params.emit_scores:
+            dec = self._decider
+            k = self.params.scores_top_k
+            top = np.argsort(-scores, kind="stable")[:k] if k else ()
+            names = self._model.class_names
+            vals = tuple((g, round(float(dec.smoothed[i]), 4)) for i, g in enumerate(dec.names))
+            vals += tuple((names[int(i)], round(float(scores[i]), 4)) for i in top)
+            io.emit("scores", SoundScores(self._abs(dec.centre_sample(p)), self.rate, self.id,
+                                          scores=vals))
+
+    def _abs(self, stream_sample: int) -> int:
+        return stream_sample + (self._offset or 0)
+
+    def _emit(self, io: NodeIO, d: Decision) -> None:
+        ev: Event
+        if d.kind == "started":
+            ev = SoundEventStarted(self._abs(d.sample), self.rate, self.id, group=d.group,
+                                   score=round(d.score, 4), top_classes=d.top_classes)
+            self._counts["events"] += 1
+            if self._ring is not None:
+                pre = int(self.params.pre_roll_s * self.rate)
+                self._clips[d.group] = {"from": max(0, d.sample - pre), "start": d.sample,
+                                        "event": ev.to_dict(), "wall": time.time()}
+        else:
+            ev = SoundEventStopped(self._abs(d.sample), self.rate, self.id, group=d.group,
+                                   start_sample=self._abs(d.start_sample),
+                                   max_score=round(d.score, 4))
+            clip = self._clips.get(d.group)
+            if clip is not None:
+                clip["stopped"] = ev.to_dict()
+                clip["done"] = True
+        io.emit("events", ev)
+        if self._webhook is not None:
+            self._webhook.submit(json.dumps(ev.to_dict()).encode())
+
+    # ------------------------------------------------------------------ evidence
+    def _ring_write(self, x: np.ndarray) -> None:
+        ring = self._ring
+        assert ring is not None
+        cap = len(ring)
+        start = self._pos  # stream index of x[0]
+        if len(x) > cap:
+            start += len(x) - cap
+            x = x[-cap:]
+        i = start % cap
+        n1 = min(len(x), cap - i)
+        ring[i:i + n1] = x[:n1]
+        if n1 < len(x):
+            ring[: len(x) - n1] = x[n1:]
+
+    def _ring_read(self, a: int, b: int) -> np.ndarray:
+        ring = self._ring
+        assert ring is not None
+        cap = len(ring)
+        a = max(a, self._pos - cap, 0)
+        out = np.empty(max(0, b - a), np.float32)
+        if len(out) == 0:
+            return out
+        i = a % cap
+        n1 = min(len(out), cap - i)
+        out[:n1] = ring[i:i + n1]
+        out[n1:] = ring[: len(out) - n1]
+        return out
+
+    def _clip_progress(self, final: bool = False) -> None:
+        if not self._clips or self._evidence is None:
+            return
+        max_len = int(self.params.max_clip_s * self.rate)
+        for g in list(self._clips):
+            c = self._clips[g]
+            if c.get("written"):
+                if c.get("done") or final:
+                    del self._clips[g]
+                continue
+            full = self._pos - c["from"] >= max_len
+            if not (c.get("done") or full or final):
+                continue
+            audio = self._ring_read(c["from"], min(self._pos, c["from"] + max_len))
+            meta = {"node": self.id, "group": g, "sample_rate": self.rate,
+                    "clip_start_sample": self._abs(c["from"]), "pre_roll_s":
+                    (c["start"] - c["from"]) / self.rate, "started": c["event"],
+                    "stopped": c.get("stopped"), "truncated": bool(full and not c.get("done"))}
+            name = "{}_{}_{}_{:.2f}s".format(time.strftime("%Y%m%d-%H%M%S",
+                                                           time.localtime(c["wall"])),
+                                             self.id, g, self._abs(c["start"]) / self.rate)
+            if not self._evidence.submit((name, audio, meta)):
+                self._inc("clips_failed")
+                self._errors.append(f"evidence clip {name} dropped: writer queue full")
+            c["written"] = True
+            if c.get("done") or final:
+                del self._clips[g]
+
+    def _write_clip(self, job: tuple[str, np.ndarray, dict]) -> None:
+        import soundfile as sf
+
+        name, audio, meta = job
+        folder = Path(self.params.evidence_dir).expanduser()
+        path = folder / f"{name}.wav"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            sf.write(str(path), audio, self.rate, subtype="PCM_16")
+            meta = {**meta, "file": path.name, "duration_s": round(len(audio) / self.rate, 3)}
+            path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+            self._inc("clips_written")
+        except (OSError, RuntimeError) as e:  # soundfile raises LibsndfileError(RuntimeError)
+            self._inc("clips_failed")
+            for leftover in (path, path.with_suffix(".json")):  # no truncated clips (disk full)
+                try:
+                    leftover.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            msg = (f"evidence clip {name} not saved in {folder}: "
+                   f"{getattr(e, 'strerror', None) or e}")
+            log.warning("%s: %s", self.id, msg)
+            self._errors.append(msg)
+
+    # ------------------------------------------------------------------ webhook
+    def _post(self, body: bytes) -> None:
+        p = self.params
+        req = urllib.request.Request(p.webhook_url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "User-Agent": "audio-engine sound.yamnet"})
+        last = ""
+        stop = self._webhook.stop_event if self._webhook is not None else threading.Event()
+        for attempt in range(p.webhook_retries + 1):
+            if attempt:
+                if stop.wait(min(0.25 * 2 ** (attempt - 1), 5.0)):
+                    break
+            try:
+                with urllib.request.urlopen(req, timeout=p.webhook_timeout_s) as r:
+                    r.read()
+                self._inc("webhook_posted")
+                return
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code} {e.reason}"
+                if 400 <= e.code < 500 and e.code not in (408, 429):
+                    break  # the server refuses this request: retrying will not help
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                last = str(getattr(e, "reason", None) or e)
+        self._inc("webhook_failed")
+        msg = f"webhook POST to {p.webhook_url} failed after {attempt + 1} attempt(s): {last}"
+        log.warning("%s: %s", self.id, msg)
+        self._errors.append(msg)
+
+    # ------------------------------------------------------------------ errors, stats, close
+    def _inc(self, key: str) -> None:
+        with self._count_lock:
+            self._counts[key] += 1
+
+    def _report(self, msg: str) -> None:
+        log.warning("%s: %s", self.id, msg)
+        self._errors.append(msg)
+
+    def _drain_errors(self, io: NodeIO) -> None:
+        errs = self._errors
+        while errs:
+            msg = errs.popleft()
+            self._inc("errors_reported")
+            io.emit("events", NodeError(self._abs(self._pos), self.rate, self.id,
+                                        message=f"sound.yamnet: {msg}"))
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until queued evidence clips and webhook posts are done (tests, shutdown)."""
+        ok = True
+        for b in (self._evidence, self._webhook):
+            if b is not None:
+                ok = b.wait_idle(timeout) and ok
+        return ok
+
+    def stats(self) -> dict[str, Any]:
+        with self._count_lock:
+            d: dict[str, Any] = dict(self._counts)
+        d["inference_ms_per_patch"] = round(1e3 * self._infer_s / max(1, d["patches"]), 3)
+        for label, b in (("clips", self._evidence), ("webhook", self._webhook)):
+            if b is not None:
+                d[f"{label}_dropped"] = b.dropped
+                d[f"{label}_pending"] = b.pending
+        return d
+
+    def close(self) -> None:
+        p = self.params
+        if self._evidence is not None:
+            self._evidence.close(10.0)
+            self._evidence = None
+        if self._webhook is not None:
+            self._webhook.close(min(10.0, p.webhook_timeout_s * (p.webhook_retries + 1) + 1.0))
+            self._webhook = None
+        self._model = None
+
+
+def _class_hint(name: str, class_names: list[str]) -> str:
+    hint = did_you_mean(name, class_names)
+    if hint:
+        return hint
+    low = {n.lower(): n for n in class_names}
+    if name.lower() in low:
+        return f" (did you mean '{low[name.lower()]}'?)"
+    for n in class_names:  # 'Smoke alarm' -> 'Smoke detector, smoke alarm'
+        if name.lower() in n.lower():
+            return f" (did you mean '{n}'?)"
+    return ""
+
+
+def offline_decisions(model: YamnetModel, waveform: np.ndarray, params: Any
+                      ) -> tuple[np.ndarray, list[Decision]]:
+    """Offline reference: YAMNet's whole-clip patches (plain NumPy features, with its end
+    padding), the model, and the node's decision logic. Returns ``(scores [P, 521], decisions)``
+    with samples counted from the clip's first sample."""
+    from ..dsp.yamnet_features import reference_patches
+
+    hop_frames = max(1, int(round(params.patch_hop_s * SAMPLE_RATE / HOP)))
+    patches = reference_patches(waveform, hop_frames).astype(np.float32)
+    scores = model.scores_for_patches(patches)
+    index = {n: i for i, n in enumerate(model.class_names)}
+    groups = {g: [index[n] for n in cl] for g, cl in params.groups.items()}
+    th = {g: tuple(params.thresholds.get(g, (params.on_threshold, params.off_threshold)))
+          for g in groups}
+    dec = EventDecider(groups, model.class_names, th, hop_frames * HOP,  # type: ignore[arg-type]
+                       params.smoothing, params.smoothing_patches, params.min_duration_s,
+                       params.cooldown_s, params.lookback_s)
+    out: list[Decision] = []
+    for p in range(len(scores)):
+        out.extend(dec.update(p, scores[p]))
+    if len(scores):
+        out.extend(dec.finish(len(scores) - 1, len(waveform)))
+    return scores, out
+

@@ -1,0 +1,382 @@
+"""sound.yamnet: YAMNet front end, model runner, decisions, evidence clips and webhook."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine.dsp.yamnet_features import YamnetFeatures, padded_length, reference_patches
+from engine.errors import EngineError, GraphError, NegotiationError
+from engine.events import NodeError, SoundEventStarted, SoundEventStopped, SoundScores
+from engine.node import NodeIO
+from engine.testing import run_node
+
+from .conftest import EVENTS as EVENTS_DIR
+from .conftest import REPO
+
+SMOKE_ALARM = EVENTS_DIR / "sherpa-audiotagging__7.wav"  # 16 kHz mono, 2.8 s
+BABY_CRY = EVENTS_DIR / "sherpa-audiotagging__6.wav"  # 16 kHz mono, 8.7 s
+
+
+def _model_available() -> bool:
+    try:
+        from engine.models.manifest import model_file
+
+        model_file("yamnet", "model.onnx")
+        model_file("yamnet", "yamnet_class_map.csv")
+        return True
+    except EngineError:
+        return False
+
+
+needs_model = pytest.mark.skipif(
+    not _model_available(), reason="YAMNet not installed: run `audio-engine models fetch yamnet`")
+needs_clips = pytest.mark.skipif(not SMOKE_ALARM.exists() or not BABY_CRY.exists(),
+                                 reason=f"labelled clips not found under {EVENTS_DIR}")
+
+
+def _clip(path: Path) -> np.ndarray:
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    assert sr == 16000
+    return x.mean(axis=1)
+
+
+def _node(node_id: str = "mon", **kw):
+    from engine.nodes.sound_events import SoundEvents
+
+    return SoundEvents(node_id, SoundEvents.Params(**kw))
+
+
+# ------------------------------------------------------------------------------------ features
+
+
+def _numpy_recipe(x: np.ndarray, patch_hop: int = 48) -> np.ndarray:
+    """YAMNet features.py written out independently: no centring, periodic Hann 400, FFT 512,
+    |X|, HTK mel 125-7500 Hz x 64 (DC bin zeroed), log(mel + 0.001), 96-frame patches, and
+    pad_waveform's end padding."""
+    x = np.asarray(x, np.float64)
+    min_n = 15600
+    hop_n = patch_hop * 160
+    n = max(len(x), min_n)
+    n = min_n + int(np.ceil((n - min_n) / hop_n)) * hop_n
+    x = np.concatenate([x, np.zeros(n - len(x))])
+    n_frames = 1 + (len(x) - 400) // 160
+    win = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(400) / 400)
+    frames = np.stack([x[i * 160: i * 160 + 400] * win for i in range(n_frames)])
+    mag = np.abs(np.fft.rfft(frames, 512))
+
+    def mel(f):
+        return 1127.0 * np.log(1.0 + np.asarray(f) / 700.0)
+
+    bins = mel(np.linspace(0, 8000, 257)[1:])[:, None]
+    e = np.linspace(mel(125.0), mel(7500.0), 66)
+    w = np.maximum(0, np.minimum((bins - e[:-2]) / (e[1:-1] - e[:-2]),
+                                 (e[2:] - bins) / (e[2:] - e[1:-1])))
+    w = np.vstack([np.zeros((1, 64)), w])
+    logmel = np.log(mag @ w + 0.001)
+    n_p = 1 + (len(logmel) - 96) // patch_hop
+    return np.stack([logmel[p * patch_hop: p * patch_hop + 96] for p in range(n_p)])
+
+
+def _stream(feats: YamnetFeatures, x: np.ndarray, block: int) -> np.ndarray:
+    out = []
+    for i in range(0, len(x), block):
+        out.extend(p.copy() for _, p in feats.push(x[i:i + block]))
+    out.extend(p.copy() for _, p in feats.finish())
+    return np.stack(out)
+
+
+def _test_signal(seconds: float = 2.3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000
+    chirp = 0.3 * np.sin(2 * np.pi * (200 + 1500 * t) * t)
+    return (chirp + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.mark.parametrize("block", [1, 160, 1000, 40000])
+def test_features_match_numpy_recipe(block):
+    x = _test_signal(1.5 if block == 1 else 2.3)
+    want = _numpy_recipe(x)
+    got = _stream(YamnetFeatures(), x, block)
+    assert got.shape == want.shape
+    assert np.max(np.abs(got - want)) < 1e-4
+    assert np.max(np.abs(reference_patches(x) - want)) < 1e-9
+
+
+def test_features_have_no_centring_and_patch_hop():
+    x = _test_signal(2.0, seed=1)
+    feats = YamnetFeatures(patch_hop=25)
+    got = _stream(feats, x, 777)
+    want = _numpy_recipe(x, patch_hop=25)
+    assert got.shape == want.shape and np.max(np.abs(got - want)) < 1e-4
+    # frame 0 is samples 0..399 only: changing sample 400 must not change it
+    y = x.copy()
+    y[400:] = 0
+    f0 = _stream(YamnetFeatures(), y[:15600], 15600)[0, 0]
+    assert np.max(np.abs(f0 - want[0, 0])) < 1e-4
+    assert padded_length(15600) == 15600 and padded_length(15601) == 15600 + 7680
+
+
+# ------------------------------------------------------------------------------------ model
+
+
+@needs_model
+def test_quantisation_parameters_read_from_model():
+    import onnx
+    from onnx import numpy_helper
+
+    from engine.models.manifest import model_file
+    from engine.models.yamnet import YamnetModel
+
+    path = model_file("yamnet", "model.onnx")
+    proto = onnx.load(str(path), load_external_data=False)
+    init = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer
+            if i.name in ("audio_scale", "audio_zero_point", "class_scores_scale",
+                          "class_scores_zero_point")}
+    m = YamnetModel(path)
+    assert m.quantised and m.apply_sigmoid  # uint8 in, logits out
+    assert m.input_scale == pytest.approx(float(init["audio_scale"]))
+    assert m.input_zero_point == int(init["audio_zero_point"])
+    assert m.output_scale == pytest.approx(float(init["class_scores_scale"]))
+    assert m.output_zero_point == int(init["class_scores_zero_point"])
+    patch = np.linspace(-8, 7, 96 * 64, dtype=np.float32).reshape(96, 64)
+    q = m.quantise(patch)
+    want = np.clip(np.rint(patch / np.float32(init["audio_scale"])) + init["audio_zero_point"],
+                   0, 255).astype(np.uint8)
+    assert np.array_equal(q, want)
+    s = m.scores(patch)
+    assert s.shape == (521,) and s.dtype == np.float32 and np.all((s >= 0) & (s <= 1))
+
+
+def test_float_model_detected_from_input_dtype(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from engine.models.yamnet import YamnetModel
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((96 * 64, 521)).astype(np.float32) * 0.01,
+                                "w")
+    shape = numpy_helper.from_array(np.array([1, 96 * 64], np.int64), "shape")
+    g = helper.make_graph(
+        [helper.make_node("Reshape", ["patch", "shape"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+         helper.make_node("Sigmoid", ["logits"], ["scores"])],
+        "tiny_yamnet",
+        [helper.make_tensor_value_info("patch", TensorProto.FLOAT, [1, 1, 96, 64])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 521])],
+        [w, shape])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "float_yamnet.onnx"
+    onnx.save(model, str(path))
+    cmap = tmp_path / "yamnet_class_map.csv"
+    cmap.write_text("index,mid,display_name\n" +
+                    "".join(f"{i},/m/{i},class {i}\n" for i in range(521)))
+    m = YamnetModel(path)
+    assert not m.quantised and not m.apply_sigmoid  # the graph ends in a Sigmoid already
+    patch = rng.standard_normal((96, 64)).astype(np.float32)
+    want = 1 / (1 + np.exp(-(patch.reshape(1, -1) @ numpy_helper.to_array(w))))
+    assert np.allclose(m.scores(patch), want[0], atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ node
+
+
+@needs_model
+@needs_clips
+def test_scores_and_events_do_not_depend_on_block_size():
+    x = _clip(SMOKE_ALARM)
+    runs = []
+    for block in (160, 480, 1000, 4096):
+        node = _node(emit_scores=True)
+        r = run_node(node, x, 16000, block)
+        node.close()
+        runs.append((r.events["scores"], r.events["events"]))
+    ref_scores, ref_events = runs[0]
+    assert len(ref_scores) == 5 and all(isinstance(e, SoundScores) for e in ref_scores)
+    assert [type(e) for e in ref_events] == [SoundEventStarted, SoundEventStopped]
+    assert ref_events[0].group == "alarm"
+    for scores, events in runs[1:]:
+        assert scores == ref_scores  # dataclass equality ignores wall_time
+        assert events == ref_events
+
+
+@needs_model
+@needs_clips
+@pytest.mark.parametrize("clip, group", [(SMOKE_ALARM, "alarm"), (BABY_CRY, "baby")])
+def test_streaming_decision_equals_offline_pass(clip, group):
+    from engine.nodes.sound_events import offline_decisions
+
+    x = _clip(clip)
+    node = _node(emit_scores=True, scores_top_k=521)
+    r = run_node(node, x, 16000, 480)
+    streamed = [(type(e).__name__, e.group, e.sample) for e in r.events["events"]]
+    model, n_groups = node._model, len(node._decider.names)
+    off_scores, decisions = offline_decisions(model, x, node.params)
+    node.close()
+    offline = [("SoundEventStarted" if d.kind == "started" else "SoundEventStopped", d.group,
+                d.sample) for d in decisions]
+    assert streamed == offline
+    assert group in {g for _, g, _ in streamed}
+    # clip level: the mean score per class over all patches ranks the same top class
+    names = model.class_names
+    per_patch = np.zeros((len(r.events["scores"]), 521), np.float32)
+    for i, ev in enumerate(r.events["scores"]):
+        for name, v in ev.scores[n_groups:]:
+            per_patch[i, names.index(name)] = v
+    assert per_patch.shape == off_scores.shape
+    assert np.argmax(per_patch.mean(0)) == np.argmax(off_scores.mean(0))
+    assert np.max(np.abs(per_patch - off_scores)) <= 0.2  # one quantisation step at most
+
+
+@needs_model
+def test_unknown_class_name_gets_did_you_mean():
+    from engine.node import AudioSpec
+    from engine.nodes.sound_events import SoundEvents
+
+    params = SoundEvents.Params(groups={"alarm": ["Sirne", "Buzzer"], "dog": ["Bark"]})
+    problems = SoundEvents.validate_params(params)
+    assert problems == ["groups.alarm: unknown AudioSet class 'Sirne' (did you mean 'Siren'?)"]
+    node = SoundEvents("monitor", params)
+    with pytest.raises(NegotiationError) as e:
+        node.negotiate({"audio": AudioSpec(16000, 1, 480)})
+    assert str(e.value) == ("nodes[monitor].params.groups.alarm: unknown AudioSet class 'Sirne' "
+                            "(did you mean 'Siren'?)")
+    with pytest.raises(NegotiationError, match="needs 16000 Hz"):
+        SoundEvents("m", SoundEvents.Params()).negotiate({"audio": AudioSpec(48000, 1, 480)})
+    bad = SoundEvents.Params(thresholds={"dgo": [0.5, 0.2]}, off_threshold=0.9,
+                             webhook_url="ftp://x")
+    msgs = SoundEvents.validate_params(bad)
+    assert any(m.startswith("thresholds.dgo: no such group (did you mean 'dog'?)") for m in msgs)
+    assert any(m.startswith("off_threshold:") for m in msgs)
+    assert any(m.startswith("webhook_url:") for m in msgs)
+
+
+@needs_model
+def test_graph_file_reports_unknown_class_with_path():
+    from engine.graph import parse_graph
+
+    text = (REPO / "graphs" / "sound_monitor.toml").read_text()
+    text = text.replace('params = { patch_hop_s = 0.48,',
+                        'params = { groups = { alarm = ["Sirne"] }, patch_hop_s = 0.48,')
+    with pytest.raises(GraphError) as e:
+        parse_graph(text, "sound_monitor.toml")
+    assert ("nodes[monitor].params.groups.alarm: unknown AudioSet class 'Sirne' "
+            "(did you mean 'Siren'?)") in e.value.problems
+
+
+@needs_model
+@needs_clips
+def test_sound_monitor_graph_runs_on_a_file():
+    from engine.graph import load_graph
+    from engine.runtime import Engine
+
+    spec = load_graph(REPO / "graphs" / "sound_monitor.toml")
+    eng = Engine(spec, input=str(SMOKE_ALARM), realtime=False)
+    got = []
+    eng.on("sound.*", got.append)
+    eng.start()
+    try:
+        assert eng.wait(60.0), "graph did not finish"
+    finally:
+        eng.stop()
+    assert [(e.type, e.group) for e in got] == [("sound.started", "alarm"),
+                                                ("sound.stopped", "alarm")]
+
+
+def _drain_io(node) -> list:
+    """One empty process call: delivers errors reported by the node's background threads."""
+    io = NodeIO(node.id, {}, ["events", "scores"])
+    io._in = {"audio": np.zeros((0, 1), np.float32)}
+    io.start = {"audio": node._pos}
+    node.process(io)
+    return list(io._events_out["events"])
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    bodies: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server API
+        n = int(self.headers.get("Content-Length", 0))
+        type(self).bodies.append(json.loads(self.rfile.read(n)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+
+@needs_model
+@needs_clips
+def test_webhook_posts_events_and_survives_server_down():
+    _Hook.bodies = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    x = _clip(SMOKE_ALARM)
+    node = _node(webhook_url=url, webhook_retries=1, webhook_timeout_s=1.0)
+    r = run_node(node, x, 16000, 480)
+    assert node.wait_idle(10.0)
+    assert [b["type"] for b in _Hook.bodies] == ["sound.started", "sound.stopped"]
+    assert _Hook.bodies[0]["group"] == "alarm"
+    assert _Hook.bodies[0]["sample"] == r.events["events"][0].sample
+    assert node.stats()["webhook_posted"] == 2
+    node.close()
+
+    server.shutdown()
+    server.server_close()
+    node = _node(webhook_url=url, webhook_retries=1, webhook_timeout_s=1.0)
+    r = run_node(node, x, 16000, 480)  # must neither raise nor wait for the dead server
+    assert [type(e) for e in r.events["events"]] == [SoundEventStarted, SoundEventStopped]
+    assert node.wait_idle(10.0)
+    assert node.stats()["webhook_failed"] == 2
+    errors = [e for e in _drain_io(node) if isinstance(e, NodeError)]
+    assert errors and "webhook POST" in errors[0].message
+    node.close()
+
+
+@needs_model
+@needs_clips
+def test_evidence_clip_written_with_pre_roll(tmp_path):
+    x = _clip(BABY_CRY)
+    node = _node(evidence_dir=str(tmp_path / "ev"), pre_roll_s=0.5)
+    r = run_node(node, x, 16000, 1000)
+    assert node.wait_idle(10.0)
+    node.close()
+    started = [e for e in r.events["events"] if isinstance(e, SoundEventStarted)]
+    wavs = sorted((tmp_path / "ev").glob("*.wav"))
+    assert len(wavs) == len(started) >= 1
+    meta = json.loads(wavs[0].with_suffix(".json").read_text())
+    assert meta["group"] == started[0].group
+    assert meta["clip_start_sample"] == max(0, started[0].sample - 8000)
+    y, sr = sf.read(str(wavs[0]), dtype="float32")
+    a = meta["clip_start_sample"]
+    assert sr == 16000 and len(y) > 8000
+    assert np.max(np.abs(y - x[a:a + len(y)])) < 1e-3  # 16-bit PCM of the input audio
+
+
+@needs_model
+@needs_clips
+def test_unwritable_evidence_dir_is_reported_not_fatal(tmp_path):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where a folder should be")
+    node = _node(evidence_dir=str(blocker / "clips"))
+    r = run_node(node, _clip(SMOKE_ALARM), 16000, 480)
+    events = r.events["events"]
+    assert [type(e) for e in events if not isinstance(e, NodeError)] == \
+        [SoundEventStarted, SoundEventStopped]
+    errors = [e for e in events if isinstance(e, NodeError)]
+    assert errors and "evidence_dir" in errors[0].message
+    assert node.wait_idle(10.0)
+    assert node.stats()["clips_failed"] == 1
+    late = [e for e in _drain_io(node) if isinstance(e, NodeError)]
+    assert late and "not saved" in late[0].message
+    node.close()
