@@ -1,0 +1,379 @@
+"""``asr.whisper``: streaming speech recognition with Whisper run as ONNX (onnxruntime).
+
+Streaming policy (what a live captioner needs, after whisper_streaming's LocalAgreement):
+
+* Only speech is decoded: the node takes the VAD's gated ``speech`` audio and its
+  ``vad.speech_started`` / ``vad.speech_stopped`` events. Each VAD segment is one utterance.
+* Log-mel frames are computed incrementally (Numba kernel) as speech audio arrives.
+* While someone speaks, the current utterance is re-decoded every ``step_ms`` of new audio and a
+  ``transcript.partial`` is emitted: words on which two consecutive hypotheses agree become
+  *stable* and never change afterwards; the rest is the unstable tail.
+* The encoder runs on the utterance's real length (plus a short zero tail), not a padded 30 s
+  window (whisper.cpp's ``audio_ctx``). If a trimmed decode loops or never ends, the final falls
+  back to the full 30 s window.
+* At ``vad.speech_stopped``, or when an utterance reaches ``max_window_s`` (cut at a word
+  boundary found with the cross-attention alignment heads), a ``transcript.final`` is emitted with
+  text, start/end on the audio clock, average log-probability and no-speech probability.
+* Guards: results with high no-speech probability and low log-probability are dropped, as are
+  repetition loops (compression ratio > 2.4); previous text is never used as a prompt by default.
+* When decoding falls behind (items queued behind the current one), partials are skipped; finals
+  never are. The node's queue is bounded and its drops are counted by the engine.
+
+Real-time rules: the node runs on its own worker thread (``thread = "worker"``); onnxruntime
+releases the GIL during inference, so the DSP thread and audio callbacks keep running.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..dsp.whisper_mel import StreamingLogMel, normalize_log_mel
+from ..errors import ModelError
+from ..events import SpeechStarted, SpeechStopped, TranscriptFinal, TranscriptPartial
+from ..node import (
+    AUDIO,
+    EVENTS,
+    AudioSpec,
+    Node,
+    NodeIO,
+    param,
+    register,
+    require_mono,
+    require_rate,
+)
+
+RATE = 16000
+HOP = 160
+MAX_FRAMES = 3000
+_NORM = re.compile(r"[^\w']+")
+
+
+def _norm_word(w: str) -> str:
+    return _NORM.sub("", w.lower())
+
+
+def resolve_model(name: str) -> Path:
+    """A model name from the manifest (``whisper-tiny.en``) or a folder with a converted model."""
+    from ..models.manifest import load_manifest, models_dir
+
+    p = Path(name)
+    if p.is_dir():
+        return p
+    if name in load_manifest():
+        return models_dir() / name
+    raise ModelError(f"unknown Whisper model '{name}': give a manifest name (see "
+                     "`audio-engine models list`) or a folder made by "
+                     "`audio-engine models convert-whisper CT2_DIR OUT_DIR`")
+
+
+@dataclass
+class _Utterance:
+    start: int  # absolute input sample (16 kHz clock) of the first speech sample
+    end: int | None = None  # known once the VAD says it stopped
+    received: int = 0
+
+
+@register
+class WhisperAsr(Node):
+    """Streaming Whisper recogniser (see the module docstring for the policy)."""
+
+    type_name = "asr.whisper"
+    inputs = {"audio": AUDIO, "events": EVENTS}
+    outputs = {"events": EVENTS}
+    thread = "worker"
+    queue_policy = "drop_oldest"
+    queue_size = 6000  # 60 s of 10 ms quanta
+
+    @dataclass(frozen=True)
+    class Params:
+        model: str = param("whisper-tiny.en", doc="manifest model name or converted folder")
+        language: str = param("en", doc="language code, or 'auto' to detect (multilingual)")
+        task: str = param("transcribe", choices=("transcribe", "translate"))
+        step_ms: float = param(500.0, ge=100, le=10000, doc="partial re-decode interval")
+        partials: bool = param(True, doc="emit transcript.partial while speaking")
+        max_window_s: float = param(15.0, gt=1, le=28, doc="finalise at a word boundary "
+                                                            "once an utterance is this long")
+        encoder: str = param("trimmed", choices=("trimmed", "full"),
+                             doc="encode the real length (trimmed) or a padded 30 s window")
+        tail_s: float = param(1.0, ge=0, le=10, doc="zero mel after the audio (trimmed)")
+        word_timestamps: bool = param(False, doc="word timings in transcript.final")
+        no_speech_threshold: float = param(0.6, ge=0, le=1)
+        logprob_threshold: float = param(-1.0, le=0)
+        compression_ratio_threshold: float = param(2.4, gt=0)
+        min_utterance_ms: float = param(200.0, ge=0, doc="shorter speech is not decoded")
+        condition_on_previous: bool = param(False, doc="prompt with the previous final")
+        threads: int = param(1, ge=1, le=16, doc="onnxruntime intra-op threads")
+
+    @classmethod
+    def validate_params(cls, p: Params) -> list[str]:
+        from ..models.whisper_convert import converted_ok
+
+        try:
+            folder = resolve_model(p.model)
+        except ModelError as e:
+            return [f"model: {e}"]
+        if not converted_ok(folder):
+            return [f"model: '{p.model}' is not installed or not converted in {folder}: run "
+                    f"`audio-engine models fetch {p.model}` (or `make models`)"]
+        if p.model.endswith(".en") and p.language not in ("en", "auto"):
+            return [f"language: '{p.model}' is English-only, got language = '{p.language}'"]
+        return []
+
+    def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
+        require_rate(self.id, "audio", inputs["audio"], (RATE,))
+        require_mono(self.id, "audio", inputs["audio"])
+        return {}
+
+    def prepare(self, specs: dict[str, AudioSpec]) -> None:
+        from ..models.whisper_onnx import WhisperOnnx
+
+        p = self.params
+        self.model = WhisperOnnx(resolve_model(p.model), threads=p.threads)
+        if p.language not in ("auto",) and self.model.multilingual:
+            self.model.language_token(p.language)  # raises on an unknown code
+        self.mel = StreamingLogMel(self.model.n_mels)
+        cap = int(RATE * (p.max_window_s + 2))
+        self.audio = np.zeros(cap, np.float32)
+        self.raw = np.zeros((self.model.n_mels, MAX_FRAMES + 10), np.float32)
+        self.utts: list[_Utterance] = []
+        self.n_audio = 0  # samples of the current utterance in self.audio
+        self.n_raw = 0
+        self.since_partial = 0
+        self.prev_words: list[str] = []
+        self.stable: list[str] = []
+        self.prev_text = ""
+        self.language = None if p.language == "auto" else p.language
+        self.decode_s = 0.0
+        self.audio_s = 0.0
+        self.partials_emitted = 0
+        self.partials_skipped = 0
+        self.finals_emitted = 0
+        self.finals_dropped = 0
+        self.fallbacks = 0
+        # warm the sessions so the first caption is not late
+        self.model.decode(self.model.encode(np.zeros((self.model.n_mels, 100), np.float32)),
+                          language=self._lang(), max_tokens=2)
+
+    def _lang(self) -> str | None:
+        return self.language if self.model.multilingual else None
+
+    # ------------------------------------------------------------------ streaming
+    def process(self, io: NodeIO) -> None:
+        for ev in io.events("events"):
+            if isinstance(ev, SpeechStarted):
+                self.utts.append(_Utterance(start=ev.sample))
+            elif isinstance(ev, SpeechStopped):
+                for u in self.utts:
+                    if u.end is None:
+                        u.end = ev.sample
+                        if u.start != ev.start_sample:
+                            u.start = ev.start_sample
+                        break
+        x = io.audio("audio") if io.has_audio("audio") else None
+        if x is not None and len(x):
+            self._take(x[:, 0], io)
+        self._finish_complete(io)
+        if (self.params.partials and self.utts and self.since_partial >= self._step()
+                and self.n_audio >= self._min_len()):
+            if io.backlog > 2:
+                self.partials_skipped += 1
+            else:
+                self._partial(io)
+            self.since_partial = 0
+
+    def _step(self) -> int:
+        return int(self.params.step_ms * RATE / 1000)
+
+    def _min_len(self) -> int:
+        return int(self.params.min_utterance_ms * RATE / 1000)
+
+    def _take(self, x: np.ndarray, io: NodeIO) -> None:
+        """Append speech audio to the utterance(s) it belongs to, in order."""
+        pos = 0
+        while pos < len(x):
+            if not self.utts:
+                return  # audio without a segment (cannot happen with a VAD upstream)
+            u = self.utts[0]
+            room = len(x) - pos
+            if u.end is not None:
+                room = min(room, (u.end - u.start) - u.received)
+            cap_left = len(self.audio) - self.n_audio
+            if room <= 0:
+                self._final(io, u)
+                continue
+            n = min(room, cap_left)
+            chunk = x[pos:pos + n]
+            self.audio[self.n_audio:self.n_audio + n] = chunk
+            self._push_mel(chunk)
+            self.n_audio += n
+            u.received += n
+            self.since_partial += n
+            self.audio_s += n / RATE
+            pos += n
+            if self.n_audio >= int(self.params.max_window_s * RATE):
+                self._cut_long(io, u)
+
+    def _push_mel(self, chunk: np.ndarray) -> None:
+        frames = self.mel.push(chunk)
+        k = frames.shape[1]
+        room = self.raw.shape[1] - self.n_raw
+        k = min(k, room)
+        self.raw[:, self.n_raw:self.n_raw + k] = frames[:, :k]
+        self.n_raw += k
+
+    def _finish_complete(self, io: NodeIO) -> None:
+        while self.utts and self.utts[0].end is not None and \
+                self.utts[0].received >= self.utts[0].end - self.utts[0].start:
+            self._final(io, self.utts[0])
+
+    # ------------------------------------------------------------------ decoding
+    def _decode(self, raw: np.ndarray, final: bool, words: bool = False):
+        """Greedy decode of raw log-mel frames (normalised here, over these frames)."""
+        p = self.params
+        m = self.model
+        n = min(raw.shape[1], MAX_FRAMES)
+        mel = normalize_log_mel(raw[:, :n])
+        kw = dict(language=self._lang(), task=p.task, word_timestamps=words,
+                  prompt=self.prev_text if p.condition_on_previous and self.prev_text else None)
+        t0 = time.perf_counter()
+        try:
+            if p.encoder == "trimmed":
+                total = min(MAX_FRAMES, n + int(p.tail_s * 100))
+                budget = int(10 * n / 100) + 10
+                enc = m.encode(np.pad(mel, ((0, 0), (0, total - n))), content_frames=n)
+                res = m.decode(enc, max_tokens=min(224, budget), stop_on_repetition=True, **kw)
+                ok = res.stop_reason == "eot" and \
+                    res.compression_ratio <= p.compression_ratio_threshold
+                if ok or not final:
+                    return res if ok else None
+                self.fallbacks += 1
+            padded = np.pad(mel, ((0, 0), (0, MAX_FRAMES - n)))
+            return m.decode(m.encode(padded, content_frames=n), max_tokens=224,
+                            stop_on_repetition=True, **kw)
+        finally:
+            self.decode_s += time.perf_counter() - t0
+
+    def _rejected(self, res) -> bool:
+        p = self.params
+        if res is None or not res.text.strip():
+            return True
+        if res.no_speech_prob > p.no_speech_threshold and res.avg_logprob < p.logprob_threshold:
+            return True
+        if res.compression_ratio > p.compression_ratio_threshold:
+            return True
+        return res.stop_reason == "repetition"
+
+    def _partial(self, io: NodeIO) -> None:
+        u = self.utts[0]
+        res = self._decode(self.raw[:, : self.n_raw], final=False)
+        if self._rejected(res):
+            return
+        words = res.text.split()
+        # LocalAgreement-2: extend the stable prefix by what this and the previous hypothesis
+        # agree on; stable words are never taken back
+        k = len(self.stable)
+        while (k < len(words) and k < len(self.prev_words)
+               and _norm_word(words[k]) == _norm_word(self.prev_words[k])):
+            k += 1
+        if k > len(self.stable) and [_norm_word(w) for w in words[:len(self.stable)]] == \
+                [_norm_word(w) for w in self.stable]:
+            self.stable = words[:k]
+        self.prev_words = words
+        nst = len(self.stable)
+        tail = words[nst:] if [_norm_word(w) for w in words[:nst]] == \
+            [_norm_word(w) for w in self.stable] else words[min(nst, len(words)):]
+        end = u.start + u.received
+        io.emit("events", TranscriptPartial(end, RATE, self.id, stable=" ".join(self.stable),
+                                            unstable=" ".join(tail), start_sample=u.start))
+        self.partials_emitted += 1
+
+    def _final(self, io: NodeIO, u: _Utterance, upto: int | None = None) -> None:
+        """Decode the current utterance and emit its final; reset for the next one."""
+        if self.utts and self.utts[0] is u:
+            self.utts.pop(0)
+        n = self.n_audio
+        if n >= self._min_len():
+            tail = self.mel.finish()
+            raw = np.concatenate([self.raw[:, : self.n_raw], tail], axis=1)
+            res = self._decode(raw[:, : n // HOP], final=True,
+                               words=self.params.word_timestamps)
+            self._emit_final(io, res, u.start, u.start + n)
+        self._reset_utterance()
+
+    def _emit_final(self, io: NodeIO, res, start: int, end: int) -> None:
+        if self._rejected(res):
+            self.finals_dropped += 1
+            return
+        text = res.text.strip()
+        words = ()
+        if res.words:
+            t0 = start / RATE
+            words = tuple((w.word.strip(), round(t0 + w.start, 3), round(t0 + w.end, 3))
+                          for w in res.words)
+        io.emit("events", TranscriptFinal(end, RATE, self.id, text=text, start_sample=start,
+                                          avg_logprob=round(res.avg_logprob, 4),
+                                          no_speech_prob=round(res.no_speech_prob, 4),
+                                          language=res.language or "", words=words))
+        self.prev_text = text
+        self.finals_emitted += 1
+
+    def _reset_utterance(self) -> None:
+        self.mel.reset()
+        self.n_audio = 0
+        self.n_raw = 0
+        self.since_partial = 0
+        self.prev_words = []
+        self.stable = []
+
+    def _cut_long(self, io: NodeIO, u: _Utterance) -> None:
+        """The utterance reached max_window_s while speech goes on: finalise up to the last
+        word boundary at least 1 s before the end and carry the rest into a new utterance."""
+        n = self.n_audio
+        res = self._decode(self.raw[:, : self.n_raw], final=True, words=True)
+        cut = n
+        if res is not None and res.words and len(res.words) > 1:
+            limit = n / RATE - 1.0
+            ends = [w.end for w in res.words if w.end <= limit]
+            if ends:
+                cut = min(n, int(ends[-1] * RATE))
+        if cut < n and res is not None and res.words:
+            kept_words = [w for w in res.words if w.end * RATE <= cut]
+            text = "".join(w.word for w in kept_words).strip()
+            if text and not self._rejected(res):
+                io.emit("events", TranscriptFinal(u.start + cut, RATE, self.id, text=text,
+                                                  start_sample=u.start,
+                                                  avg_logprob=round(res.avg_logprob, 4),
+                                                  no_speech_prob=round(res.no_speech_prob, 4),
+                                                  language=res.language or ""))
+                self.prev_text = text
+                self.finals_emitted += 1
+        else:
+            self._emit_final(io, res, u.start, u.start + n)
+        rest = self.audio[cut:n].copy()
+        self._reset_utterance()
+        u.start += cut
+        u.received -= cut
+        self.audio[: len(rest)] = rest
+        self.n_audio = len(rest)
+        self._push_mel(rest)
+
+    def flush(self, io: NodeIO) -> None:
+        self._finish_complete(io)
+        while self.utts:  # stream ended while speaking: finalise what we have
+            self._final(io, self.utts[0])
+
+    def reset(self) -> None:
+        self.utts.clear()
+        self._reset_utterance()
+
+    def stats(self) -> dict:
+        return {"decode_s": round(self.decode_s, 3), "speech_s": round(self.audio_s, 3),
+                "rtf": round(self.decode_s / self.audio_s, 4) if self.audio_s else 0.0,
+                "partials": self.partials_emitted, "partials_skipped": self.partials_skipped,
+                "finals": self.finals_emitted, "finals_dropped": self.finals_dropped,
+                "fallbacks_30s": self.fallbacks}

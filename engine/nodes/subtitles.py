@@ -1,0 +1,137 @@
+"""``sink.subtitles``: SRT and WebVTT files with audio-clock times.
+
+Cues follow common subtitle rules: at most ``max_lines`` lines of ``max_chars`` characters and
+between ``min_s`` and ``max_s`` seconds on screen. A final too long for one cue is split at word
+boundaries; with word timestamps each cue takes its words' times, otherwise the final's time span
+is shared out in proportion to the characters of each cue. Files are rewritten after each final
+(small, and always valid while the engine runs).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import EngineError
+from ..events import TranscriptFinal
+from ..node import EVENTS, AudioSpec, Node, NodeIO, param, register
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    end: float
+    lines: tuple[str, ...]
+
+
+def _ts(t: float, sep: str) -> str:
+    ms = int(round(max(t, 0.0) * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def to_srt(cues: list[Cue]) -> str:
+    return "".join(f"{i}\n{_ts(c.start, ',')} --> {_ts(c.end, ',')}\n" + "\n".join(c.lines)
+                   + "\n\n" for i, c in enumerate(cues, 1))
+
+
+def to_vtt(cues: list[Cue]) -> str:
+    return "WEBVTT\n\n" + "".join(f"{_ts(c.start, '.')} --> {_ts(c.end, '.')}\n"
+                                  + "\n".join(c.lines) + "\n\n" for c in cues)
+
+
+def make_cues(text: str, start: float, end: float, words=(), max_chars: int = 42,
+              max_lines: int = 2, min_s: float = 1.0, max_s: float = 7.0) -> list[Cue]:
+    """Split one final into cues that respect the line, length and duration limits."""
+    chunks: list[list[str]] = [[]]
+    for w in text.split():
+        trial = " ".join(chunks[-1] + [w])
+        if chunks[-1] and len(textwrap.wrap(trial, max_chars)) > max_lines:
+            chunks.append([w])
+        else:
+            chunks[-1].append(w)
+    chunks = [c for c in chunks if c]
+    if not chunks:
+        return []
+    total_chars = sum(len(" ".join(c)) for c in chunks)
+    cues = []
+    t = start
+    wi = 0
+    for c in chunks:
+        if words and len(words) >= wi + len(c):
+            c_start, c_end = words[wi][1], words[wi + len(c) - 1][2]
+            wi += len(c)
+        else:
+            span = (end - start) * len(" ".join(c)) / max(total_chars, 1)
+            c_start, c_end = t, t + span
+            t = c_end
+        cues.append([c_start, c_end, tuple(textwrap.wrap(" ".join(c), max_chars))])
+    # durations: split overlong cues' time, stretch short ones into the following gap
+    out: list[Cue] = []
+    for i, (s, e, lines) in enumerate(cues):
+        e = min(e, s + max_s)
+        if e - s < min_s:
+            nxt = cues[i + 1][0] if i + 1 < len(cues) else s + min_s
+            e = max(e, min(s + min_s, max(nxt, e)))
+        out.append(Cue(round(s, 3), round(max(e, s + 0.001), 3), lines))
+    return out
+
+
+@register
+class SubtitlesSink(Node):
+    """Writes ``srt`` and/or ``vtt`` files from ``transcript.final`` events."""
+
+    type_name = "sink.subtitles"
+    inputs = {"events": EVENTS}
+    thread = "worker"
+    queue_policy = "block"
+    queue_size = 1000
+
+    @dataclass(frozen=True)
+    class Params:
+        srt: str = param("", doc="SRT file to write ('' for none)")
+        vtt: str = param("", doc="WebVTT file to write ('' for none)")
+        max_chars: int = param(42, ge=10, le=100, doc="characters per line")
+        max_lines: int = param(2, ge=1, le=4, doc="lines per cue")
+        min_s: float = param(1.0, ge=0, doc="shortest cue duration")
+        max_s: float = param(7.0, gt=0, doc="longest cue duration")
+
+    def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
+        return {}
+
+    def prepare(self, specs: dict[str, AudioSpec]) -> None:
+        self.cues: list[Cue] = []
+        for path in (self.params.srt, self.params.vtt):
+            if path:
+                p = Path(path)
+                try:
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    p.write_text("" if p.suffix.lower() != ".vtt" else "WEBVTT\n\n")
+                except OSError as e:
+                    raise EngineError(f"{p}: cannot write subtitles: {e.strerror}") from None
+
+    def process(self, io: NodeIO) -> None:
+        p = self.params
+        changed = False
+        for ev in io.events("events"):
+            if isinstance(ev, TranscriptFinal) and ev.text.strip():
+                r = ev.sample_rate
+                new = make_cues(ev.text, ev.start_sample / r, ev.sample / r, ev.words,
+                                p.max_chars, p.max_lines, p.min_s, p.max_s)
+                if self.cues and new and new[0].start < self.cues[-1].end:
+                    last = self.cues[-1]
+                    self.cues[-1] = Cue(last.start, max(last.start + 0.001, new[0].start),
+                                        last.lines)
+                self.cues.extend(new)
+                changed = True
+        if changed:
+            if p.srt:
+                Path(p.srt).write_text(to_srt(self.cues))
+            if p.vtt:
+                Path(p.vtt).write_text(to_vtt(self.cues))
+
+    def stats(self) -> dict:
+        return {"cues": len(getattr(self, "cues", []))}
