@@ -1,4 +1,4 @@
-"""audio-engine: a real-time streaming audio engine (captions, voice activity, sound events, HRTF)."""
+"""audio-engine: real-time streaming audio (captions, voice activity, sound events, HRTF)."""
 
 from __future__ import annotations
 
