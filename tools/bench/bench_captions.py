@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Live captions, measured: WER of streaming finals, latency and cost.
+
+1. Streaming WER: every utterance of ../shared/data/speech through graphs/live_captions.toml
+   (file input, as fast as possible), finals joined, against the reference transcript; in the same
+   run whole-utterance decoding with our ONNX model (trimmed encoder) and faster-whisper on the same
+   CTranslate2 weights (greedy, no VAD, no previous-text conditioning).
+2. Latency: all utterances concatenated with 1.5 s of silence between them and replayed in real
+   time through the graph; for each utterance, the time from its true end (energy onset/offset of
+   the clean recording) to its last transcript.final, and from its true start to the first partial.
+   The ASR worker's real-time factor during that run (partials included).
+3. Cost: whole-utterance decode time of our model vs faster-whisper int8 on the same audio.
+
+    python tools/bench/bench_captions.py [--model whisper-tiny.en] [--json PATH] [--no-realtime]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from engine.graph import load_graph  # noqa: E402
+from engine.metrics import wer  # noqa: E402
+from engine.models.manifest import models_dir  # noqa: E402
+from engine.runtime import Engine  # noqa: E402
+
+SPEECH = ROOT.parent / "shared" / "data" / "speech"
+GRAPH = ROOT / "graphs" / "live_captions.toml"
+
+
+def load16k(path: Path) -> np.ndarray:
+    if path.suffix == ".raw":
+        return np.fromfile(path, "<i2").astype(np.float32) / 32768.0
+    from scipy.signal import resample_poly
+
+    a, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    a = a.mean(axis=1)
+    if sr != 16000:
+        g = gcd(sr, 16000)
+        a = resample_poly(a, 16000 // g, sr // g).astype(np.float32)
+    return a
+
+
+def speech_bounds(x: np.ndarray, rate: int = 16000) -> tuple[float, float]:
+    """First and last 10 ms frame within 35 dB of the loudest one."""
+    n = len(x) // 160
+    e = 10 * np.log10(np.mean(x[: n * 160].reshape(n, 160) ** 2, axis=1) + 1e-12)
+    idx = np.nonzero(e > e.max() - 35)[0]
+    return idx[0] * 160 / rate, (idx[-1] + 1) * 160 / rate
+
+
+def rows() -> list[tuple[Path, str]]:
+    with open(SPEECH / "transcripts.tsv", newline="") as f:
+        return [(SPEECH / r["filename"], r["reference_text"])
+                for r in csv.DictReader(f, delimiter="\t")]
+
+
+def graph_for(model: str):
+    return load_graph(GRAPH, {"asr": {"model": model}, "log": {"path": "-", "include": []},
+                              "subtitles": {"srt": "", "vtt": ""}})
+
+
+def streaming_finals(model: str, items) -> list[str]:
+    out = []
+    with tempfile.TemporaryDirectory() as d:
+        for path, _ in items:
+            wav = Path(d) / "u.wav"
+            sf.write(wav, load16k(path), 16000, subtype="FLOAT")
+            eng = Engine(graph_for(model), input=wav, realtime=False)
+            finals: list = []
+            eng.on("transcript.final", finals.append)
+            eng.run()
+            out.append(" ".join(e.text for e in finals))
+    return out
+
+
+def offline(model: str, items) -> tuple[list[str], float, list[str], float, float]:
+    from engine.models.whisper_onnx import WhisperOnnx
+
+    m = WhisperOnnx(models_dir() / model)
+    lang = None if not m.multilingual else "en"
+    ours, t_ours = [], 0.0
+    for path, _ in items:
+        x = load16k(path)
+        t0 = time.perf_counter()
+        ours.append(m.transcribe(x, language=lang).text)
+        t_ours += time.perf_counter() - t0
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError:
+        return ours, t_ours, [], 0.0, 0.0
+    fw_texts, t_fw8 = [], 0.0
+    fw = WhisperModel(str(models_dir() / model / "ct2"), device="cpu", compute_type="float32",
+                      cpu_threads=1)
+    fw8 = WhisperModel(str(models_dir() / model / "ct2"), device="cpu", compute_type="int8",
+                       cpu_threads=1)
+    kw = dict(beam_size=1, temperature=0.0, condition_on_previous_text=False,
+              without_timestamps=True, vad_filter=False, language="en")
+    for path, _ in items:
+        x = load16k(path)
+        segs, _ = fw.transcribe(x, **kw)
+        fw_texts.append(" ".join(s.text.strip() for s in segs))
+        t0 = time.perf_counter()
+        list(fw8.transcribe(x, **kw)[0])
+        t_fw8 += time.perf_counter() - t0
+    return ours, t_ours, fw_texts, t_fw8, 0.0
+
+
+def realtime_latency(model: str, items) -> dict:
+    gap = 1.5
+    pieces, spans = [np.zeros(int(16000 * gap), np.float32)], []
+    t = gap
+    for path, _ in items:
+        x = load16k(path)
+        a, b = speech_bounds(x)
+        spans.append((t + a, t + b))
+        pieces += [x, np.zeros(int(16000 * gap), np.float32)]
+        t += len(x) / 16000 + gap
+    with tempfile.TemporaryDirectory() as d:
+        wav = Path(d) / "all.wav"
+        sf.write(wav, np.concatenate(pieces), 16000, subtype="FLOAT")
+        eng = Engine(graph_for(model), input=wav, realtime=True)
+        finals: list = []
+        partials: list = []
+        eng.on("transcript.final", finals.append)
+        eng.on("transcript.partial", partials.append)
+        eng.run()
+        st = eng.stats()
+
+    def owner(s: float, e: float) -> int:
+        ov = [max(0.0, min(e, b) - max(s, a)) for a, b in spans]
+        return int(np.argmax(ov)) if max(ov) > 0 else -1
+
+    end_lat, start_lat, texts = [], [], [""] * len(spans)
+    for i, (a, b) in enumerate(spans):
+        mine = [f for f in finals if owner(f.start_sample / 16000, f.time_s) == i]
+        for f in mine:
+            texts[i] = (texts[i] + " " + f.text).strip()
+        if mine:
+            w_end = eng.wall_time_of(b)
+            end_lat.append(max(f.wall_time for f in mine) - w_end)
+        first = [p for p in partials + finals
+                 if owner(p.start_sample / 16000, p.time_s) == i]
+        if first:
+            start_lat.append(min(p.wall_time for p in first) - eng.wall_time_of(a))
+    asr = st["nodes"]["asr"]
+    return {"final_latency_p50_s": float(np.percentile(end_lat, 50)),
+            "final_latency_p90_s": float(np.percentile(end_lat, 90)),
+            "first_partial_latency_p50_s": float(np.percentile(start_lat, 50)),
+            "first_partial_latency_p90_s": float(np.percentile(start_lat, 90)),
+            "utterances": len(spans), "with_final": len(end_lat), "asr_rtf": asr["rtf"],
+            "partials": asr["partials"], "partials_skipped": asr["partials_skipped"],
+            "queue_drops": asr["queue_drops"], "texts": texts,
+            "audio_seconds": st["audio_seconds"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="whisper-tiny.en")
+    ap.add_argument("--json")
+    ap.add_argument("--no-realtime", action="store_true")
+    a = ap.parse_args()
+    items = rows()
+    refs = [r for _, r in items]
+    res: dict = {"model": a.model, "utterances": len(items)}
+    stream = streaming_finals(a.model, items)
+    ours, t_ours, fw, t_fw8, _ = offline(a.model, items)
+    res["wer_streaming_finals"] = wer(refs, stream)
+    res["wer_whole_utterance_onnx"] = wer(refs, ours)
+    if fw:
+        res["wer_faster_whisper"] = wer(refs, fw)
+        res["decode_s_ours"] = t_ours
+        res["decode_s_faster_whisper_int8"] = t_fw8
+    if not a.no_realtime:
+        res["realtime"] = realtime_latency(a.model, items)
+        res["wer_streaming_realtime"] = wer(refs, res["realtime"]["texts"])
+    print(f"### Live captions, {a.model}, {len(items)} utterances\n")
+    print("| measure | value | target |\n|---|---|---|")
+    print(f"| WER streaming finals (file, fast) | {res['wer_streaming_finals']:.2f} | "
+          "within 1.0 of faster-whisper |")
+    if "realtime" in res:
+        w = res["wer_streaming_realtime"]
+        print(f"| WER streaming finals (real-time replay) | {w:.2f} | |")
+    print(f"| WER whole-utterance, our ONNX (trimmed encoder) | "
+          f"{res['wer_whole_utterance_onnx']:.2f} | |")
+    if fw:
+        print(f"| WER faster-whisper, same weights | {res['wer_faster_whisper']:.2f} | |")
+        print(f"| whole-utterance decode time: ours / faster-whisper int8 | {t_ours:.2f} s / "
+              f"{t_fw8:.2f} s (ratio {t_ours / t_fw8:.2f}) | < 1 |")
+    if "realtime" in res:
+        r = res["realtime"]
+        print(f"| final latency after end of speech p50 / p90 | {r['final_latency_p50_s']:.2f} / "
+              f"{r['final_latency_p90_s']:.2f} s | <= 0.6 / 1.0 s |")
+        print(f"| first partial after start of speech p50 / p90 | "
+              f"{r['first_partial_latency_p50_s']:.2f} / {r['first_partial_latency_p90_s']:.2f} s"
+              " | p50 <= 1.0 s |")
+        print(f"| ASR worker real-time factor (with partials) | {r['asr_rtf']:.3f} | <= 0.3 |")
+        print(f"| partials emitted / skipped, queue drops | {r['partials']} / "
+              f"{r['partials_skipped']}, {r['queue_drops']} | |")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
