@@ -160,11 +160,12 @@ def _twiddle_fft(xr, xi, yr, yi, factors, tw_r, tw_i, roots_r, roots_i):  # prag
 
 
 @nb.njit(cache=True)
-def _frames_raw_log_mel(padded, first, count, window, filters, factors, tw_r, tw_i,
-                        roots_r, roots_i, out):  # pragma: no cover - compiled
+def _frames_raw_log_mel(padded, first, count, window, filters, band_lo, band_hi, factors, tw_r,
+                        tw_i, roots_r, roots_i, out):  # pragma: no cover - compiled
     """Raw log10 mel of ``count`` frames; frame ``i`` starts at ``padded[(first + i) * HOP]``.
 
     ``out`` is ``[n_mels, >= count]`` float32; column ``i`` receives frame ``first + i``.
+    Filter ``m`` is non-zero only on bins ``band_lo[m]:band_hi[m]``.
     """
     n_fft = window.shape[0]
     n_bins = filters.shape[1]
@@ -188,7 +189,7 @@ def _frames_raw_log_mel(padded, first, count, window, filters, factors, tw_r, tw
             power[b] = re * re + im * im
         for m in range(n_mels):
             acc = 0.0
-            for b in range(n_bins):
+            for b in range(band_lo[m], band_hi[m]):
                 acc += filters[m, b] * power[b]
             v = np.float32(acc)
             if v < 1e-10:
@@ -216,9 +217,20 @@ def _fft_plan(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, n
     return factors, tw_r, tw_i, roots_r, roots_i
 
 
+@lru_cache(maxsize=8)
+def _bands(n_mels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Non-zero bin range ``[lo, hi)`` of every mel filter."""
+    f = mel_filters(n_mels)
+    nz = f != 0
+    lo = np.where(nz.any(1), nz.argmax(1), 0).astype(np.int64)
+    hi = np.where(nz.any(1), f.shape[1] - nz[:, ::-1].argmax(1), 0).astype(np.int64)
+    return lo, hi
+
+
 def _kernel_args(n_mels: int) -> tuple:
     factors, tw_r, tw_i, roots_r, roots_i = _fft_plan(N_FFT)
-    return _hann(), mel_filters(n_mels), factors, tw_r, tw_i, roots_r, roots_i
+    lo, hi = _bands(n_mels)
+    return _hann(), mel_filters(n_mels), lo, hi, factors, tw_r, tw_i, roots_r, roots_i
 
 
 def fft_numba(x: np.ndarray) -> np.ndarray:

@@ -100,7 +100,8 @@ class WhisperAsr(Node):
                                                             "once an utterance is this long")
         encoder: str = param("trimmed", choices=("trimmed", "full"),
                              doc="encode the real length (trimmed) or a padded 30 s window")
-        tail_s: float = param(1.0, ge=0, le=10, doc="zero mel after the audio (trimmed)")
+        tail_s: float = param(3.0, ge=0, le=10, doc="zero mel after the audio (trimmed); "
+                                                    "3 s measured as WER-neutral")
         word_timestamps: bool = param(False, doc="word timings in transcript.final")
         no_speech_threshold: float = param(0.6, ge=0, le=1)
         logprob_threshold: float = param(-1.0, le=0)
@@ -282,7 +283,8 @@ class WhisperAsr(Node):
             k += 1
         if k > len(self.stable) and [_norm_word(w) for w in words[:len(self.stable)]] == \
                 [_norm_word(w) for w in self.stable]:
-            self.stable = words[:k]
+            # committed words keep their first spelling; only new agreed words are appended
+            self.stable = self.stable + words[len(self.stable):k]
         self.prev_words = words
         nst = len(self.stable)
         tail = words[nst:] if [_norm_word(w) for w in words[:nst]] == \
