@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import shutil
 from math import gcd
 from pathlib import Path
@@ -26,6 +25,7 @@ from engine.dsp.whisper_mel import (
     raw_log_mel,
 )
 from engine.errors import ModelError
+from engine.metrics import wer
 from engine.models.manifest import models_dir
 
 SPEECH = Path("/work/shared/data/speech")
@@ -192,24 +192,6 @@ def test_fix_hint_names_fetch_for_manifest_models():
 # decoding
 
 
-def _norm(text: str) -> list[str]:
-    return re.sub(r"[^\w\s']", " ", text.lower().replace("-", " ")).split()
-
-
-def _wer(refs: list[str], hyps: list[str]) -> float:
-    errs = words = 0
-    for r, h in zip(refs, hyps, strict=True):
-        rw, hw = _norm(r), _norm(h)
-        d = list(range(len(hw) + 1))
-        for i in range(1, len(rw) + 1):
-            prev, d[0] = d[0], i
-            for j in range(1, len(hw) + 1):
-                prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rw[i - 1] != hw[j - 1]))
-        errs += d[len(hw)]
-        words += len(rw)
-    return 100.0 * errs / words
-
-
 def test_greedy_matches_faster_whisper(tiny, tiny_folder, speech):
     fw = pytest.importorskip("faster_whisper", reason="faster-whisper not installed")
     ref_model = fw.WhisperModel(str(models_dir() / TINY / "ct2"), device="cpu",
@@ -225,7 +207,7 @@ def test_greedy_matches_faster_whisper(tiny, tiny_folder, speech):
     same = sum(a == b for a, b in zip(ours, theirs, strict=True))
     assert same >= 0.95 * len(speech), [(a, b) for a, b in zip(ours, theirs, strict=True)
                                         if a != b]
-    assert abs(_wer(refs, ours) - _wer(refs, theirs)) <= 0.5
+    assert abs(wer(refs, ours) - wer(refs, theirs)) <= 0.5
 
 
 def test_decode_details(tiny, speech):
