@@ -4,6 +4,7 @@
 
     audio-engine run GRAPH [--input FILE [--fast]] [--device D] [--output-device D]
                            [--backend sounddevice|pyaudio] [--duration S] [--stats-json FILE]
+                           [--serve [HOST:]PORT [--token T] [--ingest]]
     audio-engine validate GRAPH...
     audio-engine devices [--backend B]
     audio-engine models list | fetch [NAME...] | convert-whisper CT2_DIR OUT_DIR [--quantize int8]
@@ -69,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-fallback", action="store_true",
                    help="fail instead of streaming the bundled sample when no input exists")
     r.add_argument("--quiet", action="store_true", help="no live status line")
+    r.add_argument("--serve", nargs="?", const="127.0.0.1:8765", metavar="[HOST:]PORT",
+                   help="serve the live web page and WebSocket API (default 127.0.0.1:8765)")
+    r.add_argument("--token", help="with --serve: token required on every request "
+                   "(?token= or Authorization: Bearer); needed to bind beyond loopback")
+    r.add_argument("--ingest", action="store_true",
+                   help="with --serve: audio comes from /ingest (browser mic, remote client)")
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="check graph files without running them")
@@ -141,6 +148,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     has_mic = any(n.type == "source.microphone" for n in spec.nodes)
     inp = args.input
     realtime = not args.fast
+    if args.ingest:
+        if not args.serve:
+            raise EngineError("--ingest needs --serve: the audio comes from its /ingest socket")
+        if inp:
+            raise EngineError("--ingest and --input are exclusive: pick one source")
+        inp = "feed"
     if args.fast and not inp and has_mic:
         raise EngineError("--fast needs --input FILE: a microphone runs in real time")
     if has_mic and not inp and not args.no_fallback and args.device is None:
@@ -151,6 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             inp = str(SAMPLE)
     eng = Engine(spec, input=inp, realtime=realtime, device=args.device,
                  output_device=args.output_device, backend=args.backend, loop=args.loop)
+    server = _start_server(args, eng) if args.serve else None
     view = None
     if not args.quiet and CONSOLE.tty:
         CONSOLE.status_enabled = True
@@ -179,6 +193,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, old)
         if view:
             view.stop()
+        if server is not None:
+            server.stop()
         CONSOLE.close()
     stats = eng.stats()
     if args.stats_json:
@@ -189,6 +205,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     if eng.error is not None:
         raise eng.error
     return 0
+
+
+def _start_server(args: argparse.Namespace, eng: Any) -> Any:
+    """Start the web server for ``--serve`` (before the engine, so no event is missed)."""
+    from .web.server import WebServer, is_loopback, parse_hostport
+
+    try:
+        host, port = parse_hostport(args.serve)
+        server = WebServer(eng, host, port, token=args.token)
+    except ValueError as e:
+        raise EngineError(f"--serve: {e}") from None
+    if not is_loopback(host):
+        print(f"warning: serving on {host}:{port}, reachable from other machines; every "
+              "request must carry the token", file=sys.stderr, flush=True)
+    try:
+        server.start()
+    except OSError as e:
+        raise EngineError(f"--serve {host}:{port}: {e.strerror or e}") from None
+    q = f"?token={args.token}" if args.token else ""
+    print(f"live view: {server.url}{q}  (captions overlay: {server.url}captions{q})",
+          file=sys.stderr, flush=True)
+    return server
 
 
 class _LiveView:

@@ -7,6 +7,7 @@ import csv
 import re
 import time
 
+import numpy as np
 import pytest
 
 from engine.events import Event
@@ -161,3 +162,24 @@ def test_asr_rejects_unknown_model(tmp_path):
         load_graph(g)
 
 
+
+
+@needs_model
+def test_long_utterance_cut_keeps_following_utterances_aligned(tmp_path, monkeypatch):
+    """An utterance longer than max_window_s is finalised at a word boundary; the utterances
+    after it must still get their own text (regression: the cut shifted the accounting)."""
+    import soundfile as sf
+
+    monkeypatch.chdir(tmp_path)
+    long_, _ = load_mono(shared("speech/librispeech-test-clean__1221-135766-0001.wav"), 16000)
+    short, _ = load_mono(shared("speech/librispeech-test-clean__1221-135766-0002.wav"), 16000)
+    gap = np.zeros(24000, np.float32)
+    wav = tmp_path / "two.wav"
+    sf.write(wav, np.concatenate([gap, long_, gap, short, gap]), 16000)
+    eng = Engine(load_graph(GRAPH), input=wav, realtime=False)
+    finals = _finals(eng)
+    eng.run()
+    assert len(finals) >= 3  # the 16.7 s utterance is cut once, then the short one
+    last = finals[-1]
+    assert wer([reference("librispeech-test-clean__1221-135766-0002.wav")], [last.text]) < 40
+    assert last.start_sample / 16000 > (len(gap) * 2 + len(long_)) / 16000 - 0.5

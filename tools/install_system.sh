@@ -3,7 +3,7 @@
 # otherwise it prints the exact command to run. Idempotent: does nothing when all are present.
 set -euo pipefail
 PKGS=(python3-venv libportaudio2 portaudio19-dev libsndfile1 pulseaudio pulseaudio-utils
-      libasound2-plugins alsa-utils ffmpeg)
+      libasound2-plugins alsa-utils ffmpeg chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

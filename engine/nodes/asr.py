@@ -76,6 +76,7 @@ class _Utterance:
     start: int  # absolute input sample (16 kHz clock) of the first speech sample
     end: int | None = None  # known once the VAD says it stopped
     received: int = 0
+    cut: int = 0  # samples already finalised by max_window_s cuts
 
 
 @register
@@ -172,7 +173,7 @@ class WhisperAsr(Node):
                 for u in self.utts:
                     if u.end is None:
                         u.end = ev.sample
-                        if u.start != ev.start_sample:
+                        if u.cut == 0:  # after a cut, start has moved past the VAD's start
                             u.start = ev.start_sample
                         break
         x = io.audio("audio") if io.has_audio("audio") else None
@@ -261,7 +262,7 @@ class WhisperAsr(Node):
 
     def _rejected(self, res) -> bool:
         p = self.params
-        if res is None or not res.text.strip():
+        if res is None or not any(ch.isalnum() for ch in res.text):
             return True
         if res.no_speech_prob > p.no_speech_threshold and res.avg_logprob < p.logprob_threshold:
             return True
@@ -360,6 +361,7 @@ class WhisperAsr(Node):
         self._reset_utterance()
         u.start += cut
         u.received -= cut
+        u.cut += cut
         self.audio[: len(rest)] = rest
         self.n_audio = len(rest)
         self._push_mel(rest)
