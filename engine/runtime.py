@@ -16,7 +16,6 @@ A node's exception becomes an ``engine.node_error`` event; the graph keeps runni
 from __future__ import annotations
 
 import fnmatch
-import math
 import queue
 import threading
 import time
@@ -690,7 +689,3 @@ def build_or_raise(cls: type[Node], raw: dict[str, Any], nid: str) -> Any:
     if problems:
         raise GraphError(nid, problems)
     return p
-
-
-def _is_finite(x: float) -> bool:
-    return math.isfinite(x)

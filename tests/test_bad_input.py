@@ -34,18 +34,6 @@ def assert_clean_error(r: subprocess.CompletedProcess, *needles: str) -> str:
     return out
 
 
-FILE_GRAPH = """
-schema_version = 1
-[[nodes]]
-id = "src"
-type = "source.file"
-params = {{ path = "{path}" }}
-[[nodes]]
-id = "log"
-type = "sink.events"
-in = {{ events = "src.audio" }}
-"""
-
 PLAIN_GRAPH = """
 schema_version = 1
 [[nodes]]

@@ -115,9 +115,7 @@ def open_input(device, samplerate: int, channels: int, blocksize: int, ring: Aud
     pa = _instance()
     info = resolve_device(list_devices(), device, "input")
     stats = CallbackStats()
-    clock = stats.clock
-    durations = stats.durations
-    mask = CallbackStats.SIZE - 1
+    clock, record = stats.clock, stats.record
     write = ring.write
     frombuffer = np.frombuffer
     f32 = np.float32
@@ -130,11 +128,7 @@ def open_input(device, samplerate: int, channels: int, blocksize: int, ring: Aud
             stats.input_overflows += 1
         if status & pyaudio.paInputUnderflow:
             stats.input_underflows += 1
-        stats.frames += frame_count
-        stats.last_stream_time = time_info["input_buffer_adc_time"]
-        stats.last_callback_wall = t0
-        durations[stats.count & mask] = clock() - t0
-        stats.count += 1
+        record(t0, frame_count, time_info["input_buffer_adc_time"])
         return (None, cont)
 
     try:
@@ -153,9 +147,7 @@ def open_output(device, samplerate: int, channels: int, blocksize: int, ring: Au
     pa = _instance()
     info = resolve_device(list_devices(), device, "output")
     stats = CallbackStats()
-    clock = stats.clock
-    durations = stats.durations
-    mask = CallbackStats.SIZE - 1
+    clock, record = stats.clock, stats.record
     # PyAudio may ask for any frame count; keep a generous preallocated scratch buffer
     scratch = np.zeros((max(blocksize, 1) * 16, channels), np.float32)
     read_into = ring.read_into
@@ -172,11 +164,7 @@ def open_output(device, samplerate: int, channels: int, blocksize: int, ring: Au
             read_into(out, True)
         if status & pyaudio.paOutputUnderflow:
             stats.output_underflows += 1
-        stats.frames += frame_count
-        stats.last_stream_time = time_info["output_buffer_dac_time"]
-        stats.last_callback_wall = t0
-        durations[stats.count & mask] = clock() - t0
-        stats.count += 1
+        record(t0, frame_count, time_info["output_buffer_dac_time"])
         return (out.tobytes(), cont)
 
     try:

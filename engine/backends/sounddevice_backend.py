@@ -71,14 +71,9 @@ class _Stream:
             pass
 
 
-def open_input(device, samplerate: int, channels: int, blocksize: int, ring: AudioRing,
-               latency="low") -> _Stream:
-    info = resolve_device(list_devices(), device, "input")
-    stats = CallbackStats()
-    clock = stats.clock
-    durations = stats.durations
-    mask = CallbackStats.SIZE - 1
-    write = ring.write
+def input_callback(ring: AudioRing, stats: CallbackStats):
+    """The capture callback: copy ``indata`` into ``ring``, count status, time itself."""
+    clock, write, record = stats.clock, ring.write, stats.record
 
     def callback(indata, frames, time_info, status):  # audio thread: copy + count only
         t0 = clock()
@@ -88,11 +83,35 @@ def open_input(device, samplerate: int, channels: int, blocksize: int, ring: Aud
                 stats.input_overflows += 1
             if status.input_underflow:
                 stats.input_underflows += 1
-        stats.frames += frames
-        stats.last_stream_time = time_info.inputBufferAdcTime
-        stats.last_callback_wall = t0
-        durations[stats.count & mask] = clock() - t0
-        stats.count += 1
+        record(t0, frames, time_info.inputBufferAdcTime)
+
+    return callback
+
+
+def output_callback(ring: AudioRing, stats: CallbackStats):
+    """The playback callback: fill ``outdata`` from ``ring`` (zero-fill on underrun); while
+    ``stats.priming`` frames are not yet buffered it plays silence so playback starts whole."""
+    clock, read_into, record = stats.clock, ring.read_into, stats.record
+
+    def callback(outdata, frames, time_info, status):  # audio thread: copy + count only
+        t0 = clock()
+        if stats.priming and ring.available < stats.priming:
+            outdata.fill(0)
+        else:
+            stats.priming = 0
+            read_into(outdata, True)
+        if status and status.output_underflow:
+            stats.output_underflows += 1
+        record(t0, frames, time_info.outputBufferDacTime)
+
+    return callback
+
+
+def open_input(device, samplerate: int, channels: int, blocksize: int, ring: AudioRing,
+               latency="low") -> _Stream:
+    info = resolve_device(list_devices(), device, "input")
+    stats = CallbackStats()
+    callback = input_callback(ring, stats)
 
     try:
         stream = sd.InputStream(device=info.index, samplerate=samplerate, channels=channels,
@@ -110,26 +129,8 @@ def open_output(device, samplerate: int, channels: int, blocksize: int, ring: Au
                 latency="low", prime_frames: int = 0) -> _Stream:
     info = resolve_device(list_devices(), device, "output")
     stats = CallbackStats()
-    clock = stats.clock
-    durations = stats.durations
-    mask = CallbackStats.SIZE - 1
-    read_into = ring.read_into
     stats.priming = prime_frames
-
-    def callback(outdata, frames, time_info, status):  # audio thread: copy + count only
-        t0 = clock()
-        if stats.priming and ring.available < stats.priming:
-            outdata.fill(0)  # wait for the first frames so playback starts without a gap
-        else:
-            stats.priming = 0
-            read_into(outdata, True)
-        if status and status.output_underflow:
-            stats.output_underflows += 1
-        stats.frames += frames
-        stats.last_stream_time = time_info.outputBufferDacTime
-        stats.last_callback_wall = t0
-        durations[stats.count & mask] = clock() - t0
-        stats.count += 1
+    callback = output_callback(ring, stats)
 
     try:
         stream = sd.OutputStream(device=info.index, samplerate=samplerate, channels=channels,

@@ -29,6 +29,14 @@ class CallbackStats:
         self.last_callback_wall = 0.0
         self.clock = time.perf_counter
 
+    def record(self, t0: float, frames: int, stream_time: float) -> None:
+        """End of a callback that started at ``t0``: count it, time it (no allocation)."""
+        self.frames += frames
+        self.last_stream_time = stream_time
+        self.last_callback_wall = t0
+        self.durations[self.count & (self.SIZE - 1)] = self.clock() - t0
+        self.count += 1
+
     def p99_ms(self) -> float:
         n = min(self.count, self.SIZE)
         if n == 0:

@@ -10,11 +10,12 @@ from ..backends import get_backend
 from ..errors import DeviceError
 from ..events import StreamStatus
 from ..node import AUDIO, EVENTS, AudioSpec, NodeIO, param, register
+from ._device import DeviceStream
 from ._live import LiveSource
 
 
 @register
-class Microphone(LiveSource):
+class Microphone(DeviceStream, LiveSource):
     """Captures ``device`` at ``sample_rate``. The PortAudio callback only copies into a
     preallocated ring (see :mod:`engine.backends`); this node drains it once per quantum.
 
@@ -134,22 +135,6 @@ class Microphone(LiveSource):
         self._stalled = False
         if self.stream is not None:
             self.stream.stop()
-
-    def close(self) -> None:
-        if self.stream is not None:
-            self._closed_stats = self._stream_stats()
-            self.stream.close()
-            self.stream = None
-
-    def _stream_stats(self) -> dict:
-        s = self.stream
-        if s is None:
-            return getattr(self, "_closed_stats", {})
-        d = dict(s.stats.as_dict())
-        d["device"] = s.device.name
-        d["granted_rate"] = s.samplerate
-        d["granted_latency_s"] = round(s.latency, 4)
-        return d
 
     def stats(self) -> dict:
         d = super().stats()

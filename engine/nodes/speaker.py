@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from ..backends import get_backend
 from ..node import AUDIO, AudioSpec, Node, NodeIO, param, register
 from ..ring import AudioRing
+from ._device import DeviceStream
 
 
 @register
-class Speaker(Node):
+class Speaker(DeviceStream, Node):
     """Writes each block into a ring that the PortAudio output callback drains; the callback
     zero-fills and counts an underflow when the ring runs dry. Playback starts once
     ``prime_ms`` of audio is buffered, so the first blocks do not underflow. In a run faster
@@ -74,22 +75,6 @@ class Speaker(Node):
     def stop(self) -> None:
         if self.stream is not None:
             self.stream.stop()
-
-    def close(self) -> None:
-        if self.stream is not None:
-            self._closed_stats = self._stream_stats()
-            self.stream.close()
-            self.stream = None
-
-    def _stream_stats(self) -> dict:
-        s = self.stream
-        if s is None:
-            return getattr(self, "_closed_stats", {})
-        d = dict(s.stats.as_dict())
-        d["device"] = s.device.name
-        d["granted_rate"] = s.samplerate
-        d["granted_latency_s"] = round(s.latency, 4)
-        return d
 
     def stats(self) -> dict:
         d = {"dropped_frames": self.dropped}

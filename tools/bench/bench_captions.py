@@ -22,7 +22,6 @@ import json
 import sys
 import tempfile
 import time
-from math import gcd
 from pathlib import Path
 
 import numpy as np
@@ -36,21 +35,11 @@ from engine.metrics import wer  # noqa: E402
 from engine.models.manifest import models_dir  # noqa: E402
 from engine.runtime import Engine  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_whisper import load_audio as load16k  # noqa: E402  (same loader as the ASR bench)
+
 SPEECH = ROOT.parent / "shared" / "data" / "speech"
 GRAPH = ROOT / "graphs" / "live_captions.toml"
-
-
-def load16k(path: Path) -> np.ndarray:
-    if path.suffix == ".raw":
-        return np.fromfile(path, "<i2").astype(np.float32) / 32768.0
-    from scipy.signal import resample_poly
-
-    a, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    a = a.mean(axis=1)
-    if sr != 16000:
-        g = gcd(sr, 16000)
-        a = resample_poly(a, 16000 // g, sr // g).astype(np.float32)
-    return a
 
 
 def speech_bounds(x: np.ndarray, rate: int = 16000) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Engine core costs: the audio callback, and the graph's own overhead per 10 ms quantum.
 
-* callback: the sounddevice input callback body (ring copy + status + self-timing) called on
+* callback: the shipped sounddevice input callback (ring copy + status + self-timing) called on
   480-frame blocks, against a bare ``np.copyto`` of the same block measured in the same run; and,
   when PulseAudio's null sink is up, the callback durations of a real 10 s capture stream.
 * overhead: a graph of a file source and 8 ``dsp.gain`` nodes run as fast as possible; the engine
@@ -25,6 +25,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from engine.backends.sounddevice_backend import input_callback  # noqa: E402
 from engine.backends.stream_stats import CallbackStats  # noqa: E402
 from engine.graph import parse_graph  # noqa: E402
 from engine.ring import AudioRing  # noqa: E402
@@ -32,10 +33,9 @@ from engine.runtime import Engine  # noqa: E402
 
 
 def bench_callback(n: int = 20000) -> dict:
+    """The shipped sounddevice capture callback, called directly on 480-frame blocks."""
     ring = AudioRing(48000 * 4, 1)
-    stats = CallbackStats()
-    clock, durations, mask, write = stats.clock, stats.durations, CallbackStats.SIZE - 1, \
-        ring.write
+    callback = input_callback(ring, CallbackStats())
     block = np.random.default_rng(0).standard_normal((480, 1)).astype(np.float32)
     sink = np.zeros((480, 1), np.float32)
 
@@ -43,17 +43,6 @@ def bench_callback(n: int = 20000) -> dict:
         inputBufferAdcTime = 0.0
 
     ti, status = TI(), 0
-
-    def callback(indata, frames, time_info, status):  # same body as the sounddevice backend
-        t0 = clock()
-        write(indata)
-        if status:
-            stats.input_overflows += 1
-        stats.frames += frames
-        stats.last_stream_time = time_info.inputBufferAdcTime
-        stats.last_callback_wall = t0
-        durations[stats.count & mask] = clock() - t0
-        stats.count += 1
 
     out = np.zeros((480, 1), np.float32)
     t = []
