@@ -269,7 +269,8 @@ class _LiveView:
             if stream is not None:
                 cs = stream.stats
                 xruns += cs.input_overflows + cs.output_underflows
-        last = next((e for e in reversed(eng.recent_events)), None)
+        last = next((e for e in reversed(eng.recent_events)
+                     if e.type != "transcript.partial"), None)
         ev = f" | last: {last.type} @{last.time_s:.1f}s" if last else ""
         return (f"{eng.audio_seconds:7.1f}s  in [{meter}] {db:5.0f} dB | "
                 + ", ".join(loads[:5]) + f" | xruns {xruns}{ev}")
@@ -291,6 +292,12 @@ def _summary(stats: dict[str, Any]) -> str:
             extra += f", errors {n['errors']}"
         lines.append(f"  {nid:<12} {n['type']:<18} cpu {n['cpu_mean_ms']:.3f} ms mean, "
                      f"{n['cpu_p99_ms']:.3f} ms p99{extra}")
+    lat = stats.get("latency", {})
+    shown = [(t, lat[t]) for t in ("vad.speech_stopped", "transcript.partial",
+                                     "transcript.final", "sound.started") if t in lat]
+    if shown:
+        lines.append("  latency after the audio it describes (wall clock, p50 / p90): " + ", ".join(
+            f"{t} {v['wall_p50_s']:.2f} / {v['wall_p90_s']:.2f} s" for t, v in shown))
     if stats["events"]:
         lines.append("  events: " + ", ".join(f"{k} {v}" for k, v in
                                               sorted(stats["events"].items())))

@@ -8,9 +8,23 @@ line is off and lines are plain.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import sys
 import threading
 from typing import TextIO
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` visible characters, so a redrawn line never wraps (wrapped
+    lines would break the cursor arithmetic that clears them). Escape codes are kept only
+    when nothing needs cutting."""
+    plain = _ANSI.sub("", text)
+    if len(plain) <= width:
+        return text
+    return plain[: max(width - 1, 0)] + "~"
 
 
 class Console:
@@ -34,11 +48,12 @@ class Console:
     def _draw(self) -> None:
         if not self.tty:
             return
+        width = shutil.get_terminal_size((80, 24)).columns - 1
         parts = []
         if self._live:
-            parts.append(self._live)
+            parts.append(fit(self._live, width))
         if self._status and self.status_enabled:
-            parts.append("\x1b[2m" + self._status + "\x1b[0m")
+            parts.append("\x1b[2m" + fit(self._status, width) + "\x1b[0m")
         self.stream.write("\n".join(parts))
 
     def line(self, text: str) -> None:
