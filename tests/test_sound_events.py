@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from engine.node import NodeIO
 from engine.testing import run_node
 
 from .conftest import EVENTS as EVENTS_DIR
-from .conftest import REPO
+from .conftest import REPO, Player, load_mono
 
 SMOKE_ALARM = EVENTS_DIR / "sherpa-audiotagging__7.wav"  # 16 kHz mono, 2.8 s
 BABY_CRY = EVENTS_DIR / "sherpa-audiotagging__6.wav"  # 16 kHz mono, 8.7 s
@@ -380,3 +381,30 @@ def test_unwritable_evidence_dir_is_reported_not_fatal(tmp_path):
     late = [e for e in _drain_io(node) if isinstance(e, NodeError)]
     assert late and "not saved" in late[0].message
     node.close()
+
+
+@needs_model
+@pytest.mark.parametrize("clip", ["sherpa-audiotagging__7.wav", "sherpa-audiotagging__8.wav"],
+                         ids=["smoke-alarm", "siren"])
+def test_alarm_through_the_null_sink_microphone(pulse, clip):
+    """The real path: an alarm clip played into the PulseAudio null sink is captured by
+    source.microphone in graphs/sound_monitor.toml and raises an 'alarm' event."""
+    from engine.graph import load_graph
+    from engine.runtime import Engine
+
+    path = EVENTS_DIR / clip
+    if not path.exists():
+        pytest.skip(f"clip not found: {path}")
+    eng = Engine(load_graph(REPO / "graphs" / "sound_monitor.toml"))
+    started: list = []
+    eng.on("sound.started", started.append)
+    eng.start()
+    try:
+        time.sleep(0.5)
+        x, sr = load_mono(path)
+        Player(x, sr).start().join()
+        time.sleep(1.5)
+    finally:
+        eng.stop()
+    assert [e.group for e in started].count("alarm") >= 1, [(e.group, e.score) for e in started]
+    assert eng.stats()["nodes"]["mic"]["input_overflows"] == 0
