@@ -78,6 +78,7 @@ class _NodeState:
         self.specs: dict[str, AudioSpec] = {}
         self.out_bufs: dict[str, np.ndarray] = {}
         self.io: NodeIO | None = None
+        self.stage: NodeIO | None = None  # where the DSP thread gathers this node's inputs
         self.audio_in: dict[str, tuple[_NodeState, str]] = {}
         self.event_in: dict[str, list[tuple[_NodeState, str]]] = {}
         self.consumers: list[tuple[_NodeState, str, str]] = []  # (consumer, in_port, out_port)
@@ -194,6 +195,8 @@ class Engine:
                     st.start_of[port] = 0
             ev_ports = [p for p, k in st.node.outputs.items() if k != AUDIO]
             st.io = NodeIO(st.id, st.out_bufs, ev_ports)
+            # a worker's own io belongs to its thread; the DSP thread gathers into `stage`
+            st.stage = NodeIO(st.id, {}, []) if st.is_worker else st.io
         self._states = list(states.values())
         self._by_id = states
         self.sources = [s for s in self._states if s.node.is_source]
@@ -403,7 +406,7 @@ class Engine:
                 self._bus.put(NodeError(pos, rate, st.id, message=msg))
 
     def _gather_inputs(self, st: _NodeState) -> None:
-        io = st.io
+        io = st.stage
         ins = {}
         for port, (prod, pport) in st.audio_in.items():
             n = prod.io._produced[pport]
@@ -423,7 +426,7 @@ class Engine:
         io._events_in = evs
 
     def _enqueue(self, st: _NodeState) -> None:
-        io = st.io
+        io = st.stage
         has_audio = any(len(a) for a in io._in.values())
         if not has_audio and not io._events_in:
             return
@@ -457,6 +460,17 @@ class Engine:
         pc = time.perf_counter
         node_time = 0.0
         for idx, st in enumerate(self._states):
+            if st.is_worker:  # its own io belongs to its thread: only stage and enqueue here
+                if flush_at is not None and idx < flush_at:
+                    continue
+                self._gather_inputs(st)
+                self._enqueue(st)
+                if idx == flush_at:
+                    assert st.queue is not None
+                    st.flushed.clear()
+                    st.queue.put(_FLUSH, force=True)
+                    st.flushed.wait(300.0)
+                continue
             io = st.io
             for p in st.total:
                 st.start_of[p] = st.total[p]
@@ -473,17 +487,7 @@ class Engine:
                 continue
             else:
                 self._gather_inputs(st)
-                flushing = idx == flush_at
-                if st.is_worker:
-                    if io._in or io._events_in:
-                        self._enqueue(st)
-                    if flushing:
-                        assert st.queue is not None
-                        st.flushed.clear()
-                        st.queue.put(_FLUSH, force=True)
-                        st.flushed.wait(300.0)
-                    continue
-                fn = st.node.flush if flushing else st.node.process
+                fn = st.node.flush if idx == flush_at else st.node.process
             ts = pc()
             self._call(st, fn, io)
             dt = pc() - ts

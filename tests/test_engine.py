@@ -229,3 +229,42 @@ params = {{ rate = 16000 }}
     assert specs["r"]["audio"].sample_rate == 16000
 
 
+
+
+@register
+class _SlowEmitter(Node):
+    """Test-only worker node: emits an event, then works for 30 ms (as a decoder would)."""
+
+    type_name = "test.slow_emitter"
+    inputs = {"audio": AUDIO}
+    outputs = {"events": "events"}
+    thread = "worker"
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def prepare(self, specs):
+        self.emitted = 0
+
+    def process(self, io: NodeIO) -> None:
+        x = io.audio("audio")
+        io.emit("events", Event(io.start["audio"] + len(x), 16000, self.id))
+        self.emitted += 1
+        time.sleep(0.03)
+
+
+def test_worker_events_survive_while_the_dsp_thread_runs(tmp_path):
+    """A worker's emitted events must reach subscribers even when the DSP thread runs several
+    quanta while the worker is still busy (regression: they were cleared under its feet)."""
+    wav = tmp_path / "one_s.wav"
+    sf.write(wav, np.zeros((16000, 1), np.float32), 16000)
+    spec = parse_graph(f'[[nodes]]\nid="s"\ntype="source.file"\nparams={{path="{wav}"}}\n'
+                       '[[nodes]]\nid="w"\ntype="test.slow_emitter"\nin={audio="s.audio"}\n')
+    got: list[Event] = []
+    eng = Engine(spec, realtime=True)
+    eng.on("event", got.append)
+    eng.run()
+    assert len(got) == eng.node("w").emitted > 10
+    ends = [e.sample for e in got]
+    assert ends == sorted(ends) and ends[-1] == 16000  # positions intact, none lost
