@@ -237,28 +237,34 @@ class WhisperAsr(Node):
     def _decode(self, raw: np.ndarray, final: bool, words: bool = False):
         """Greedy decode of raw log-mel frames (normalised here, over these frames)."""
         p = self.params
-        m = self.model
         n = min(raw.shape[1], MAX_FRAMES)
         mel = normalize_log_mel(raw[:, :n])
         kw = dict(language=self._lang(), task=p.task, word_timestamps=words,
                   prompt=self.prev_text if p.condition_on_previous and self.prev_text else None)
         t0 = time.perf_counter()
         try:
-            if p.encoder == "trimmed":
-                total = min(MAX_FRAMES, n + int(p.tail_s * 100))
-                budget = int(10 * n / 100) + 10
-                enc = m.encode(np.pad(mel, ((0, 0), (0, total - n))), content_frames=n)
-                res = m.decode(enc, max_tokens=min(224, budget), stop_on_repetition=True, **kw)
-                ok = res.stop_reason == "eot" and \
-                    res.compression_ratio <= p.compression_ratio_threshold
-                if ok or not final:
-                    return res if ok else None
-                self.fallbacks += 1
-            padded = np.pad(mel, ((0, 0), (0, MAX_FRAMES - n)))
-            return m.decode(m.encode(padded, content_frames=n), max_tokens=224,
-                            stop_on_repetition=True, **kw)
+            return self._run(mel, n, final, kw)
         finally:
             self.decode_s += time.perf_counter() - t0
+
+    def _run(self, mel: np.ndarray, n: int, final: bool, kw: dict):
+        """Trimmed encoder (``n`` real frames + a zero tail) with a token budget; a final whose
+        trimmed decode loops or never ends falls back to the padded 30 s window."""
+        p = self.params
+        m = self.model
+        if p.encoder == "trimmed":
+            total = min(MAX_FRAMES, n + int(p.tail_s * 100))
+            budget = int(10 * n / 100) + 10
+            enc = m.encode(np.pad(mel, ((0, 0), (0, total - n))), content_frames=n)
+            res = m.decode(enc, max_tokens=min(224, budget), stop_on_repetition=True, **kw)
+            ok = res.stop_reason == "eot" and \
+                res.compression_ratio <= p.compression_ratio_threshold
+            if ok or not final:
+                return res if ok else None
+            self.fallbacks += 1
+        padded = np.pad(mel, ((0, 0), (0, MAX_FRAMES - n)))
+        return m.decode(m.encode(padded, content_frames=n), max_tokens=224,
+                        stop_on_repetition=True, **kw)
 
     def _rejected(self, res) -> bool:
         p = self.params
@@ -338,14 +344,18 @@ class WhisperAsr(Node):
         word boundary at least 1 s before the end and carry the rest into a new utterance."""
         n = self.n_audio
         res = self._decode(self.raw[:, : self.n_raw], final=True, words=True)
-        cut = n
-        if res is not None and res.words and len(res.words) > 1:
-            limit = n / RATE - 1.0
-            ends = [w.end for w in res.words if w.end <= limit]
-            if ends:
-                cut = min(n, int(ends[-1] * RATE))
-        if cut < n and res is not None and res.words:
-            kept_words = [w for w in res.words if w.end * RATE <= cut]
+        cut, keep = n, 0
+        words = res.words if res is not None and res.words else []
+        limit = n / RATE - 1.0
+        for i in range(len(words) - 1):
+            if words[i].end <= limit:
+                # cut in the middle of the gap to the next word: alignment times are
+                # approximate, and cutting at a word's end can clip the next word's onset
+                cut = min(n, int((words[i].end + max(words[i + 1].start, words[i].end)) / 2
+                                 * RATE))
+                keep = i + 1
+        if cut < n and words:
+            kept_words = words[:keep]
             text = "".join(w.word for w in kept_words).strip()
             if text and not self._rejected(res):
                 io.emit("events", TranscriptFinal(u.start + cut, RATE, self.id, text=text,
