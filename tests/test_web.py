@@ -28,7 +28,7 @@ from engine.models.manifest import models_dir
 from engine.models.whisper_convert import converted_ok
 from engine.runtime import Engine
 
-from .conftest import REPO, load_mono, shared
+from .conftest import EVENTS, REPO, load_mono, shared
 
 aiohttp = pytest.importorskip("aiohttp")
 from engine.web.server import WebServer  # noqa: E402
@@ -393,8 +393,24 @@ async def _wait_for(ch: Chromium, expr: str, timeout: float) -> Any:
 @needs_chromium
 @pytest.mark.slow
 def test_browser_live_page_shows_captions(tmp_path, monkeypatch):
+    """Real speech followed by a real smoke alarm, streamed in real time through the captions +
+    sound-events graph: the page shows the caption text and the alarm on its timeline."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
     monkeypatch.chdir(tmp_path)
-    eng = Engine(load_graph(GRAPH), input=shared(JFK), realtime=True)
+    alarm = EVENTS / "sherpa-audiotagging__7.wav"
+    if not alarm.exists():
+        pytest.skip(f"clip not found: {alarm}")
+    speech, sr = sf.read(str(shared(JFK)), dtype="float32", always_2d=True)
+    speech = resample_poly(speech.mean(axis=1), 160, 441).astype(np.float32)
+    beep, bsr = sf.read(str(alarm), dtype="float32", always_2d=True)
+    assert bsr == 16000
+    wav = tmp_path / "speech_then_alarm.wav"
+    sf.write(wav, np.concatenate([speech, np.zeros(16000, np.float32), beep.mean(axis=1),
+                                  np.zeros(16000, np.float32)]), 16000)
+    eng = Engine(load_graph(REPO / "graphs" / "captions_and_sounds.toml"), input=wav,
+                 realtime=True)
     eng.prepare()
     srv = WebServer(eng, "127.0.0.1", 0).start()
     ch = Chromium(srv.url)
@@ -411,11 +427,13 @@ def test_browser_live_page_shows_captions(tmp_path, monkeypatch):
             await asyncio.sleep(1.5)  # last events + one /stats poll
             text = await ch.evaluate("document.getElementById('finals').innerText")
             rows = await ch.evaluate("document.querySelectorAll('#nodes tbody tr').length")
+            sounds = await ch.evaluate(
+                "Array.from(document.querySelectorAll('#timeline .ev')).map(e => e.textContent)")
             await ch.screenshot(shot)
-            return text or "", rows
+            return text or "", rows, sounds
 
     try:
-        text, rows = _run(main())
+        text, rows, sounds = _run(main())
     finally:
         ch.close()
         srv.stop()
@@ -426,6 +444,7 @@ def test_browser_live_page_shows_captions(tmp_path, monkeypatch):
     assert shot.stat().st_size > 10_000
     assert rows == len(eng.stats()["nodes"]), rows
     assert coverage(JFK_REF, text) >= 0.6, text
+    assert "alarm" in (sounds or []), sounds
 
 
 @needs_model
