@@ -183,3 +183,11 @@ def test_long_utterance_cut_keeps_following_utterances_aligned(tmp_path, monkeyp
     last = finals[-1]
     assert wer([reference("librispeech-test-clean__1221-135766-0002.wav")], [last.text]) < 40
     assert last.start_sample / 16000 > (len(gap) * 2 + len(long_)) / 16000 - 0.5
+
+
+def test_whole_text_repetition_is_detected():
+    from engine.nodes.asr import repeats_itself
+
+    assert repeats_itself("Yes! Yes!") and repeats_itself("seven of clubs Seven of clubs.")
+    assert not repeats_itself("yes no no go stop") and not repeats_itself("Yes.")
+    assert not repeats_itself("")

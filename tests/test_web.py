@@ -173,9 +173,27 @@ def _raw_ws_that_never_reads(port: int) -> socket.socket:
 
 @needs_model
 def test_abuse_leaves_engine_and_server_running(fed):
+    """Abuse while audio streams in real time: no audio dropped, memory bounded."""
+    import psutil
+
     eng, srv = fed
     base = srv.url.rstrip("/")
     WSErr = aiohttp.WSServerHandshakeError
+    # other speech than the ingest test's, so its finals cannot satisfy that test
+    speech, _ = load_mono(shared("speech/librispeech-test-clean__1089-134686-0000.flac"), 48000)
+    streaming = threading.Event()
+
+    def feed_realtime() -> None:  # an application capturing audio itself, 10 ms at a time
+        t0, i = time.monotonic(), 0
+        while not streaming.is_set():
+            eng.feed(speech[(i * 480) % (len(speech) - 480):][:480])
+            i += 1
+            time.sleep(max(0.0, t0 + i * 0.01 - time.monotonic()))
+
+    before = eng.stats()["nodes"]
+    rss0 = psutil.Process().memory_info().rss
+    feeder = threading.Thread(target=feed_realtime, daemon=True)
+    feeder.start()
 
     async def main() -> dict:
         async with aiohttp.ClientSession() as s:
@@ -241,9 +259,19 @@ def test_abuse_leaves_engine_and_server_running(fed):
                 assert r.status == 200
                 return await r.json()
 
-    stats = _run(main())
+    try:
+        stats = _run(main())
+    finally:
+        streaming.set()
+        feeder.join(5)
+    rss_growth = (psutil.Process().memory_info().rss - rss0) / 1e6
+    after = eng.stats()["nodes"]
     assert eng.running and eng.error is None
     assert stats["web"]["malformed_closed"] >= 8 and stats["web"]["clients_refused"] >= 1
+    assert after["mic"]["ring_overflow_frames"] == before["mic"]["ring_overflow_frames"]
+    assert after["asr"]["queue_drops"] == 0 and after["log"]["queue_drops"] == 0
+    assert after["mic"]["cpu_calls"] > before["mic"]["cpu_calls"] + 100  # audio really flowed
+    assert rss_growth < 100, f"RSS grew {rss_growth:.0f} MB under abuse"
 
 
 @needs_model

@@ -57,6 +57,14 @@ def _norm_word(w: str) -> str:
     return _NORM.sub("", w.lower())
 
 
+def repeats_itself(text: str) -> bool:
+    """True when the whole text is one phrase said k >= 2 times ("yes yes", "seven of clubs
+    seven of clubs"): on a short trimmed window Whisper sometimes loops like this."""
+    words = [_norm_word(w) for w in text.split()]
+    n = len(words)
+    return any(n % p == 0 and words == words[:p] * (n // p) for p in range(1, n // 2 + 1))
+
+
 def resolve_model(name: str) -> Path:
     """A model name from the manifest (``whisper-tiny.en``) or a folder with a converted model."""
     from ..models.manifest import load_manifest, models_dir
@@ -258,7 +266,8 @@ class WhisperAsr(Node):
             enc = m.encode(np.pad(mel, ((0, 0), (0, total - n))), content_frames=n)
             res = m.decode(enc, max_tokens=min(224, budget), stop_on_repetition=True, **kw)
             ok = res.stop_reason == "eot" and \
-                res.compression_ratio <= p.compression_ratio_threshold
+                res.compression_ratio <= p.compression_ratio_threshold and \
+                not repeats_itself(res.text)
             if ok or not final:
                 return res if ok else None
             self.fallbacks += 1
