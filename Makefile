@@ -10,12 +10,12 @@ AE      := $(VENV)/bin/audio-engine
 GRAPH   ?= graphs/live_captions.toml
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test setup system venv models lint bench clean
+.PHONY: run test setup system venv models models-all lint bench clean
 
 run: setup models
 	$(AE) run $(GRAPH) $(ARGS)
 
-test: setup models
+test: setup models-all
 	. tools/pulse_null.sh && $(PY) -m pytest -q $(PYTEST_ARGS)
 
 setup: system venv
@@ -33,6 +33,9 @@ $(STAMP): pyproject.toml
 
 models: venv
 	$(AE) models fetch
+
+models-all: venv          # the tests also cover the optional multilingual whisper-base
+	$(AE) models fetch --all
 
 lint: venv
 	$(VENV)/bin/ruff check engine tests tools

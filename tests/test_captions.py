@@ -191,3 +191,30 @@ def test_whole_text_repetition_is_detected():
     assert repeats_itself("Yes! Yes!") and repeats_itself("seven of clubs Seven of clubs.")
     assert not repeats_itself("yes no no go stop") and not repeats_itself("Yes.")
     assert not repeats_itself("")
+
+
+BASE = models_dir() / "whisper-base"
+needs_base = pytest.mark.skipif(not converted_ok(BASE),
+                                reason="whisper-base not fetched (make models-all)")
+
+
+@needs_base
+@pytest.mark.parametrize("language,task", [("auto", "transcribe"), ("en", "translate")])
+def test_multilingual_language_and_task(tmp_path, monkeypatch, language, task):
+    monkeypatch.chdir(tmp_path)
+    spec = load_graph(GRAPH, {"asr": {"model": "whisper-base", "language": language,
+                                      "task": task}})
+    eng = Engine(spec, input=shared("speech/jfk.flac"), realtime=False)
+    finals = _finals(eng)
+    eng.run()
+    assert finals and all(e.language == "en" for e in finals)
+    assert wer([reference("jfk.flac")], [" ".join(e.text for e in finals)]) < 25
+
+
+@needs_base
+def test_unknown_language_is_refused_when_the_graph_loads():
+    from engine.errors import GraphError
+
+    with pytest.raises(GraphError, match=r"nodes\[asr\]\.params\.language: 'engl'.* is not a "
+                                         r"language of whisper-base"):
+        load_graph(GRAPH, {"asr": {"model": "whisper-base", "language": "engl"}})

@@ -25,6 +25,7 @@ releases the GIL during inference, so the DSP thread and audio callbacks keep ru
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from ..node import (
     AudioSpec,
     Node,
     NodeIO,
+    did_you_mean,
     param,
     register,
     require_mono,
@@ -130,8 +132,13 @@ class WhisperAsr(Node):
         if not converted_ok(folder):
             return [f"model: '{p.model}' is not installed or not converted in {folder}: run "
                     f"`audio-engine models fetch {p.model}` (or `make models`)"]
-        if p.model.endswith(".en") and p.language not in ("en", "auto"):
+        tokens = json.loads((folder / "whisper.json").read_text())["tokens"]
+        if not tokens["multilingual"] and p.language not in ("en", "auto"):
             return [f"language: '{p.model}' is English-only, got language = '{p.language}'"]
+        langs = dict(tokens["languages"]) if tokens["multilingual"] else {}
+        if langs and p.language != "auto" and p.language not in langs:
+            return [f"language: '{p.language}'{did_you_mean(p.language, langs)} is not a "
+                    f"language of {p.model} (use a code such as en, de, fr, or 'auto')"]
         return []
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
@@ -144,8 +151,6 @@ class WhisperAsr(Node):
 
         p = self.params
         self.model = WhisperOnnx(resolve_model(p.model), threads=p.threads)
-        if p.language not in ("auto",) and self.model.multilingual:
-            self.model.language_token(p.language)  # raises on an unknown code
         self.mel = StreamingLogMel(self.model.n_mels)
         cap = int(RATE * (p.max_window_s + 2))
         self.audio = np.zeros(cap, np.float32)
