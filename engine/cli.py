@@ -164,6 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             inp = str(SAMPLE)
     eng = Engine(spec, input=inp, realtime=realtime, device=args.device,
                  output_device=args.output_device, backend=args.backend, loop=args.loop)
+    eng.on("engine.xrun", _device_notice)
     server = _start_server(args, eng) if args.serve else None
     view = None
     if not args.quiet and CONSOLE.tty:
@@ -205,6 +206,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if eng.error is not None:
         raise eng.error
     return 0
+
+
+def _device_notice(ev: Any) -> None:
+    """Tell the user when the input device goes silent (unplugged, suspended) and comes back."""
+    from .console import CONSOLE
+
+    if ev.kind == "stall":
+        CONSOLE.line(f"{ev.node}: no audio from the input device at {ev.time_s:.1f} s "
+                     "(unplugged or suspended?): going on with silence and reopening it")
+    elif ev.kind == "recovered":
+        CONSOLE.line(f"{ev.node}: input is back at {ev.time_s:.1f} s after "
+                     f"{ev.count / ev.sample_rate:.1f} s of silence")
 
 
 def _start_server(args: argparse.Namespace, eng: Any) -> Any:

@@ -7,6 +7,8 @@ plays a file through ``sink.speaker`` while ``parec`` records the monitor.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 
@@ -20,7 +22,7 @@ from onnx import TensorProto, helper
 from engine.graph import parse_graph
 from engine.runtime import Engine
 
-from .conftest import Player, Recorder, best_alignment, load_mono, shared
+from .conftest import REPO, Player, Recorder, best_alignment, load_mono, shared
 
 MIC_GRAPH = """
 schema_version = 1
@@ -153,3 +155,58 @@ def test_callback_budget_under_inference_load(pulse, tmp_path):
     assert st["callbacks"] > 200
     assert st["callback_p99_ms"] < 0.1 * period_ms, st
     assert st["input_overflows"] == 0
+
+
+def _wait_for(pred, timeout: float) -> bool:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(os.environ.get("AUDIO_ENGINE_NO_PULSE_RESTART") == "1",
+                    reason="AUDIO_ENGINE_NO_PULSE_RESTART=1: this test kills the PulseAudio server")
+def test_microphone_survives_losing_the_audio_server(pulse, tmp_path):
+    """The microphone disappears mid-stream (the PulseAudio server is killed, as when a USB
+    microphone is unplugged): the engine keeps running and its clock keeps going with silence,
+    reports a ``stall``, reopens the device when it is back, reports ``recovered``, and then
+    captures what is played as before."""
+    out = tmp_path / "capture.wav"
+    spec = parse_graph(MIC_GRAPH.format(backend="sounddevice", path=out).replace(
+        "block = 480 }", "block = 480, stall_timeout_s = 1.0 }"))
+    eng = Engine(spec)
+    status: list = []
+    eng.on("engine.xrun", status.append)
+    eng.start()
+    t0 = time.monotonic()
+    try:
+        assert _wait_for(lambda: eng.stats()["nodes"]["mic"]["callbacks"] > 20, 5.0)
+        subprocess.run(["pkill", "-9", "-x", "pulseaudio"], check=False)
+        assert _wait_for(lambda: any(e.kind == "stall" for e in status), 10.0), status
+        assert eng.error is None and not eng.wait(0)  # still running
+        time.sleep(1.0)
+    finally:
+        subprocess.run(["bash", "-c", f". {REPO}/tools/pulse_null.sh"], capture_output=True)
+    try:
+        assert _wait_for(lambda: any(e.kind == "recovered" for e in status), 20.0), status
+        time.sleep(0.5)
+        x, sr = load_mono(shared("speech/librispeech-test-clean__1089-134686-0000.flac"))
+        Player(x[: 4 * sr], sr).start().join()
+        time.sleep(1.0)
+    finally:
+        eng.stop()
+    wall = time.monotonic() - t0
+    got, got_sr = sf.read(str(out), dtype="float32")
+    # the clock ran through the outage: the recording is as long as the session, minus at most
+    # the start-up and the device's buffering
+    assert len(got) / got_sr > wall - 2.0, (len(got) / got_sr, wall)
+    ref, _ = load_mono(shared("speech/librispeech-test-clean__1089-134686-0000.flac"), 48000)
+    lag, ncc = best_alignment(ref[int(0.5 * 48000): int(3.5 * 48000)], got)
+    assert ncc >= 0.95, f"capture after recovery does not match playback: ncc={ncc:.3f}"
+    rec = next(e for e in status if e.kind == "recovered")
+    stall = next(e for e in status if e.kind == "stall")
+    assert rec.sample > stall.sample and rec.count > 0
+    assert lag > rec.sample  # the speech was captured after the recovery (same 48 kHz clock)
+    assert eng.stats()["nodes"]["mic"]["reopens"] >= 1

@@ -21,7 +21,8 @@ class Microphone(DeviceStream, LiveSource):
 
     If the device stops delivering audio for ``stall_timeout_s`` (unplugged, suspended), the
     node keeps the graph's clock running with silence, reports an ``engine.xrun`` event of kind
-    ``stall`` and tries to reopen the device in the background until it comes back.
+    ``stall`` and tries to reopen the device in the background until it comes back; then it
+    reports kind ``recovered`` (``count`` = frames of silence that stood in for the lost audio).
     """
 
     type_name = "source.microphone"
@@ -49,6 +50,7 @@ class Microphone(DeviceStream, LiveSource):
         self.reopens = 0
         self._overflows_reported = 0
         self._stall_reported = False
+        self._stall_from = 0
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         return {"audio": self._spec(self.params.sample_rate, self.params.channels)}
@@ -125,10 +127,14 @@ class Microphone(DeviceStream, LiveSource):
             self._overflows_reported = s.input_overflows
         if self._stalled and not self._stall_reported:
             self._stall_reported = True
+            self._stall_from = self.zero_filled
             io.emit("status", StreamStatus(io.start.get("audio", 0), self.params.sample_rate,
                                            self.id, kind="stall", count=self.zero_filled - start))
-        elif not self._stalled:
+        elif not self._stalled and self._stall_reported:
             self._stall_reported = False
+            io.emit("status", StreamStatus(io.start.get("audio", 0), self.params.sample_rate,
+                                           self.id, kind="recovered",
+                                           count=self.zero_filled - self._stall_from))
 
     def stop(self) -> None:
         self.finished = True
