@@ -147,6 +147,26 @@ def test_prepared_set_shape(hs) -> None:
     assert np.all(w.max(axis=1) > 1 - 1e-9)
 
 
+def test_common_delay_is_smooth(hs) -> None:
+    """The mean-ear delay carries no cue; direction-to-direction jitter in it would
+    frequency-modulate a moving source (it put -75 dBc at 1125 Hz into a 360 deg/s orbit)."""
+    el = np.degrees(np.arcsin(np.clip(hs.dirs[:, 2], -1, 1)))
+    az = np.degrees(np.arctan2(hs.dirs[:, 1], hs.dirs[:, 0])) % 360
+    ring = np.flatnonzero(np.abs(el) < 1e-6)
+    ring = ring[np.argsort(az[ring])]
+    mid = hs.delays[ring].mean(axis=1) / FS * 1e6
+    curv = np.abs(np.diff(np.r_[mid, mid[:2]], 2))  # us, second difference over 5 degrees
+    print(f"\ncommon delay round the horizontal plane: largest second difference "
+          f"{curv.max():.2f} us")
+    assert curv.max() < 5.0
+    k = np.arange(4000) + 0.5  # Fibonacci sphere: the fit's basis is orthonormal on the sphere
+    z = 1 - 2 * k / 4000
+    phi = np.pi * (1 + 5 ** 0.5) * k
+    r = np.sqrt(1 - z * z)
+    b = hrtf.sh_basis(np.stack([r * np.cos(phi), r * np.sin(phi), z], 1), 6)
+    np.testing.assert_allclose(b.T @ b / len(b), np.eye(49), atol=1e-3)
+
+
 def test_azimuth_convention(hs) -> None:
     """Engine azimuth +90 is the right ear (SOFA's +90 is left)."""
     y = render_ir(90.0, 0.0)
@@ -187,9 +207,15 @@ def test_itd_ild_match_dataset(sofa, full48) -> None:
 
 
 def test_itd_is_smooth_in_azimuth(hs, sofa, full48) -> None:
-    """ITD in 0.5-degree steps round the horizontal plane: no step larger than 5 us except where
-    the data set's own ITD changes faster between its 5-degree points (there: no more than 25 %
-    above the data's slope on that segment or its neighbours)."""
+    """ITD in 0.5-degree steps round the horizontal plane.
+
+    The issue's 5 us per 0.5 degree cannot be met together with its 10 us agreement on this
+    data set: the data's own cross-correlation ITD falls 97 us between its points at 115 and
+    120 degrees (157.9 us over 115..125), so any rendering within 10 us of it needs a step of at
+    least 7.74 us somewhere (printed below as the bound). What is asserted instead: no step
+    above 5 us except where the data's own ITD changes faster between its 5-degree points, and
+    there no more than 10 % above the data's slope on that segment or its neighbours; between
+    points the rendered ITD follows the data's (linear) course within 5 us."""
     az = np.arange(0.0, 360.001, 0.5)
     h, d = hs.response(az, np.zeros_like(az))
     pairs = delayed(h, d)
@@ -199,17 +225,25 @@ def test_itd_is_smooth_in_azimuth(hs, sofa, full48) -> None:
     ring = ring[np.argsort(-sofa.azimuth[ring] % 360)]  # engine azimuth order
     ring_az = -sofa.azimuth[ring] % 360
     ring_itd = np.array([itd_us(full48[i, 0], full48[i, 1]) for i in ring])
+    # lower bound of the largest step for any rendering within 10 us of the data (pairs of
+    # data points k, m: |ITD_k - ITD_m| <= step * (0.5-degree steps between them) + 2 * 10 us)
+    gap = np.abs(ring_az[:, None] - ring_az[None, :])
+    gap = np.minimum(gap, 360 - gap) / 0.5
+    off = gap > 0
+    bound = np.max((np.abs(ring_itd[:, None] - ring_itd[None, :]) - 20.0)[off] / gap[off])
     ring_az = np.r_[ring_az, 360.0]
     ring_itd = np.r_[ring_itd, ring_itd[0]]
     local = np.abs(np.diff(ring_itd)) / np.diff(ring_az) * 0.5  # data's us per 0.5 degree
     seg = np.searchsorted(ring_az, az[:-1] + 0.25, side="right") - 1
     nb = np.maximum(np.maximum(local[seg], local[seg - 1]), local[(seg + 1) % len(local)])
-    allowed = np.maximum(5.0, 1.25 * nb)
+    allowed = np.maximum(5.0, 1.1 * nb)
+    course = np.abs(itd - np.interp(az, ring_az, ring_itd))
     print(f"\nITD steps per 0.5 deg: max {steps.max():.2f} us at {az[np.argmax(steps)]:.1f} deg, "
           f"{(steps > 5).sum()} of {len(steps)} above 5 us; data set's own max "
-          f"{local.max():.2f} us per 0.5 deg")
+          f"{local.max():.2f} us per 0.5 deg; least possible max step within 10 us of the data "
+          f"{bound:.2f} us; off the data's linear course by <= {course.max():.2f} us")
     assert np.all(steps <= allowed)
-
+    assert course.max() <= 5.0
 
 def test_interpolation_leave_one_out(hs, full48) -> None:
     """Directions on the 10-degree grid (el -30..60) left out of the triangulation and
@@ -279,7 +313,8 @@ def test_orbit_matches_per_sample_reference(hs) -> None:
         oob_y = 10 * np.log10(sy[oob].sum() / carrier)
         oob_r = 10 * np.log10(sr[oob].sum() / carrier)
         worst = (-999.0, -999.0, 0.0)  # (ours, reference, frequency) at our highest line
-        worst_err = worst_excess = -999.0
+        worst_err = -999.0
+        peak = (-999.0, -999.0, 0.0)  # (height over neighbourhood, level, frequency)
         for k in range(1, 40):
             for fc in (k * FS / 128, f0 + k * FS / 128, f0 - k * FS / 128):
                 if not 20 < fc < FS / 2 - 20:
@@ -289,15 +324,19 @@ def test_orbit_matches_per_sample_reference(hs) -> None:
                 lr = 10 * np.log10(sr[m].max() / sy.max())
                 worst = max(worst, (ly, lr, fc))
                 worst_err = max(worst_err, 10 * np.log10(se[m].max() / sy.max()))
-                worst_excess = max(worst_excess, ly - max(lr, -80.0))
+                # height of the peak over the median of its neighbourhood (6-40 Hz away)
+                around = (np.abs(f - fc) > 6) & (np.abs(f - fc) <= 40)
+                peak = max(peak, (10 * np.log10(sy[m].max() / np.median(sy[around])), ly, fc))
         rel = np.sqrt(np.mean((y[sl, e] - ref[sl, e]) ** 2) / np.mean(ref[sl, e] ** 2))
         print(f"\near {e}: out-of-band {oob_y:.1f} dBc (per-sample reference {oob_r:.1f} dBc), "
-              f"highest line at k*fs/128 (+-1 kHz) {worst[0]:.1f} dBc at {worst[2]:.0f} Hz "
-              f"(reference there {worst[1]:.1f} dBc); those lines in the difference from the "
-              f"reference <= {worst_err:.1f} dBc; waveform error {20 * np.log10(rel):.1f} dB")
+              f"highest level at k*fs/128 (+-1 kHz) {worst[0]:.1f} dBc at {worst[2]:.0f} Hz "
+              f"(reference there {worst[1]:.1f} dBc); most prominent {peak[1]:.1f} dBc at "
+              f"{peak[2]:.0f} Hz, {peak[0]:.1f} dB over its neighbourhood; those frequencies in "
+              f"the difference from the reference <= {worst_err:.1f} dBc; waveform error "
+              f"{20 * np.log10(rel):.1f} dB")
         assert oob_y <= oob_r + 3.0  # no more than 3 dB above the per-sample reference
-        assert worst_err <= -80.0  # block-rate updates add no line above -80 dBc
-        assert worst_excess <= 0.0  # and no line stands above -80 dBc unless the reference has it
+        assert worst[0] <= -80.0  # nothing at multiples of fs/block above -80 dBc
+        assert worst_err <= -80.0  # block-rate updates add nothing there above -80 dBc either
         assert rel < 0.01
 
 

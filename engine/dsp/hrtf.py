@@ -15,7 +15,10 @@ Pipeline (:func:`prepare_hrtf`):
    fractional onset delay per ear. The delays are set so that the interaural cross-correlation lag
    in 100-1500 Hz (4th-order Butterworth band) of the rendered pair equals that of the measured
    pair, whether the dataset bakes the ITD into its IRs or stores it in ``Data.Delay`` (which is
-   added).
+   added). The common (mean-ear) delay carries no cue; its per-direction estimate jitters (by
+   65 us between two horizontal MIT directions 10 degrees apart), which frequency-modulates a
+   moving source, so it is replaced by a smooth spherical-harmonic fit (order 4,
+   :func:`smooth_on_sphere`); the ITD is kept as measured.
 4. Caps with no measured direction within 20 degrees of a pole (the bottom of the MIT KEMAR set)
    get a synthetic pole: RMS-average magnitude of the nearest ring, mean delays.
 5. The directions are triangulated by a convex hull of unit vectors (own incremental algorithm,
@@ -45,7 +48,7 @@ import numpy as np
 from ..errors import EngineError
 from . import spatial_kernels as sk
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SPEED_OF_SOUND = 343.0
 DEFAULT_SOFA = Path(__file__).resolve().parents[1] / "data" / "hrtf" / "MIT_KEMAR_normal_pinna.sofa"
 #: cross-correlation band that defines the ITD (Hz) and the Butterworth order of its filter
@@ -314,6 +317,61 @@ def xcorr_lag(a: np.ndarray, b: np.ndarray, fs: float, band: tuple[float, float]
 
 # ---------------------------------------------------------------------------------------------
 # geometry
+
+
+def sh_basis(v: np.ndarray, order: int) -> np.ndarray:
+    """Real spherical harmonics up to ``order`` at unit vectors ``v`` (n, 3): (n, (order+1)^2).
+
+    Orthonormal over the sphere with weight 1/(4 pi) (so a uniform sampling gives B^T B ~ n I);
+    column ``l*l + l + m`` is degree ``l``, order ``m`` (sine terms at negative ``m``). Fully
+    normalised Legendre recursion with the ``sin(theta)^m`` factor carried by ``(x + iy)^m``, so
+    there is no angle and no pole singularity.
+    """
+    v = np.atleast_2d(np.asarray(v, np.float64))
+    z = v[:, 2]
+    xy = v[:, 0] + 1j * v[:, 1]
+    out = np.zeros((len(v), (order + 1) ** 2))
+    pmm = np.ones(len(v))
+    cm = np.ones(len(v), complex)
+    for m in range(order + 1):
+        if m > 0:
+            pmm = pmm * np.sqrt((2 * m + 1) / (2 * m))
+            cm = cm * xy
+        p2 = np.zeros(len(v))
+        p1 = pmm
+        for deg in range(m, order + 1):
+            if deg == m:
+                p = pmm
+            else:
+                a = np.sqrt((2 * deg - 1) * (2 * deg + 1) / ((deg - m) * (deg + m)))
+                b = np.sqrt((2 * deg + 1) * (deg + m - 1) * (deg - m - 1)
+                            / ((deg - m) * (deg + m) * (2 * deg - 3))) if deg > m + 1 else 0.0
+                p = a * z * p1 - b * p2
+                p2, p1 = p1, p
+            k = deg * deg + deg
+            if m == 0:
+                out[:, k] = p
+            else:
+                out[:, k + m] = np.sqrt(2) * p * cm.real
+                out[:, k - m] = np.sqrt(2) * p * cm.imag
+    return out
+
+
+#: spherical-harmonic order of the common (mean-ear) delay (see :func:`smooth_on_sphere`)
+MID_ORDER = 4
+
+
+def smooth_on_sphere(v: np.ndarray, y: np.ndarray, order: int = MID_ORDER,
+                     lam: float = 1e-4) -> np.ndarray:
+    """Values ``y`` at unit vectors ``v`` replaced by their least-squares fit with spherical
+    harmonics up to ``order`` (lowered for small sets: at least 3 directions per coefficient),
+    damped by ``lam * l^2 (l+1)^2`` per degree so gaps in the sampling (the missing bottom cap
+    of the MIT set) do not swing the fit."""
+    order = max(0, min(order, int(np.sqrt(len(v) / 3)) - 1))
+    b = sh_basis(v, order)
+    deg = np.concatenate([np.full(2 * d + 1, d) for d in range(order + 1)]).astype(np.float64)
+    a = b.T @ b + np.diag(lam * len(v) * (deg * (deg + 1)) ** 2)
+    return b @ np.linalg.solve(a, b.T @ y)
 
 
 def unit_vectors(az_sofa_deg: np.ndarray, el_deg: np.ndarray) -> np.ndarray:
@@ -589,6 +647,10 @@ def build_hrtf(sofa: SofaData, sample_rate: int, taps: int = 128, sha: str = "")
     itd_mp = xcorr_lag(h[:, 0], h[:, 1], fs)
     mid = onset.mean(axis=1)
     corr = itd_ds - itd_mp
+    # the common (mean-ear) delay carries no cue but, when it jitters from direction to
+    # direction, a moving source is frequency-modulated by it: keep only its smooth trend
+    mid = smooth_on_sphere(v, mid + extra.mean(axis=1))
+    extra = extra - extra.mean(axis=1, keepdims=True)
     delays = np.stack([mid + corr / 2, mid - corr / 2], axis=1) + extra
     measured = np.ones(m, bool)
     # fill uncovered poles
