@@ -301,6 +301,10 @@ def _summary(stats: dict[str, Any]) -> str:
         if n.get("input_overflows") or n.get("output_underflows"):
             extra += (f", overflows {n.get('input_overflows', 0)}, underflows "
                       f"{n.get('output_underflows', 0)}")
+        if n.get("reopens"):
+            extra += (f", input lost and reopened {n['reopens']}x "
+                      f"({n.get('zero_filled_frames', 0) / max(n.get('granted_rate') or 1, 1):.1f}"
+                      " s of silence)")
         if n.get("errors"):
             extra += f", errors {n['errors']}"
         lines.append(f"  {nid:<12} {n['type']:<18} cpu {n['cpu_mean_ms']:.3f} ms mean, "

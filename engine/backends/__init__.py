@@ -8,6 +8,10 @@ read back from the open stream, never assumed.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import DeviceError
@@ -92,3 +96,27 @@ def resolve_device(devices: list[DeviceInfo], spec: str | int | None, kind: str)
     raise DeviceError(f"no {kind} device named '{spec}'"
                       f"{did_you_mean(spec, [d.name for d in usable])}; {kind} devices: "
                       f"{listing}. List them with `audio-engine devices`")
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence what C libraries print on standard error (PortAudio's ALSA host API and alsa-lib
+    write a dozen lines for every failed open) while a lost device is being reopened.
+
+    File descriptor 2 is process-wide, so this is held only around the open attempt itself
+    (milliseconds), never on the audio path; the engine's own terminal output goes to stdout.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

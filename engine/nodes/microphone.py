@@ -6,7 +6,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..backends import get_backend
+from ..backends import get_backend, quiet_native_stderr
 from ..errors import DeviceError
 from ..events import StreamStatus
 from ..node import AUDIO, EVENTS, AudioSpec, NodeIO, param, register
@@ -48,9 +48,11 @@ class Microphone(DeviceStream, LiveSource):
         self._stalled = False
         self._reopening = False
         self.reopens = 0
+        self.reopen_attempts = 0
         self._overflows_reported = 0
         self._stall_reported = False
         self._stall_from = 0
+        self._stall_zero = 0
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         return {"audio": self._spec(self.params.sample_rate, self.params.channels)}
@@ -84,8 +86,13 @@ class Microphone(DeviceStream, LiveSource):
         if now - self._last_change > self.params.stall_timeout_s:
             if not self._stalled:
                 self._stalled = True
+                self._stall_zero = self.zero_filled
                 self._begin_reopen()
-            return False
+            # silence at the pace of the wall clock since the audio stopped (the first call
+            # catches up the stall timeout), so the audio clock keeps time with the room
+            due = (now - self._last_change) * self.params.sample_rate
+            ahead = self.zero_filled - self._stall_zero + self.quantum_s * self.params.sample_rate
+            return ahead > due
         return True
 
     def _begin_reopen(self) -> None:
@@ -96,12 +103,14 @@ class Microphone(DeviceStream, LiveSource):
         def work() -> None:
             while self._stalled and not self.finished:
                 old = self.stream
+                self.reopen_attempts += 1
                 try:
-                    if old is not None:
-                        old.stop()
-                        old.close()
-                    self.stream = self._open()
-                    self.stream.start()
+                    with quiet_native_stderr():
+                        if old is not None:
+                            old.stop()
+                            old.close()
+                        self.stream = self._open()
+                        self.stream.start()
                     self.reopens += 1
                     t0 = time.monotonic()
                     w0 = self.ring.frames_written
@@ -146,4 +155,5 @@ class Microphone(DeviceStream, LiveSource):
         d = super().stats()
         d.update(self._stream_stats())
         d["reopens"] = self.reopens
+        d["reopen_attempts"] = self.reopen_attempts
         return d
