@@ -541,7 +541,7 @@ class SoundEvents(Node):
         lookback_s: float = param(0.0, ge=0.0, le=10.0,
                                   doc="an event's start moves back over preceding patches that "
                                       "already scored >= off, up to this long")
-        onset_search_s: float = param(0.6, ge=0.0, le=5.0,
+        onset_search_s: float = param(1.5, ge=0.0, le=5.0,
                                       doc="stamp a start at the sound's onset in the audio, "
                                           "searched from this long before the patch that "
                                           "starts the event to the end of the one that "

@@ -50,7 +50,7 @@
    the streamed node's events exactly at the default hop).
 
 The node's defaults that this benchmark chose (hop 0.24 s, ``hold`` smoothing, onset search
-0.6 s and the localisation constants in ``engine/nodes/sound_events.py``, 'dog' at 0.3 / 0.15)
+1.5 s and the localisation constants in ``engine/nodes/sound_events.py``, 'dog' at 0.3 / 0.15)
 were fitted on seeds 1-3 of this very data: there is no held-out set, so the figures are
 optimistic for other audio. Room tone is synthetic (pink noise at -60 dBFS RMS): the data set
 has under 2 s of real silence. Everything is seeded; results are reproducible.
