@@ -653,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
         if h == hf:
             variants += [("defaults, onset_search_s 0 (grid stamp)",
                           replace(d, onset_search_s=0.0)),
+                         ("defaults, onset_search_s 0.6", replace(d, onset_search_s=0.6)),
+                         ("defaults, onset_search_s 1.0", replace(d, onset_search_s=1.0)),
+                         ("defaults, onset_search_s 2.0", replace(d, onset_search_s=2.0)),
                          ("defaults, default_thresholds false (dog 0.5/0.3)",
                           replace(d, default_thresholds=False)),
                          ("defaults, smoothing none", replace(d, smoothing="none"))]
