@@ -168,13 +168,14 @@ def _wait_for(pred, timeout: float) -> bool:
 
 @pytest.mark.skipif(os.environ.get("AUDIO_ENGINE_NO_PULSE_RESTART") == "1",
                     reason="AUDIO_ENGINE_NO_PULSE_RESTART=1: this test kills the PulseAudio server")
-def test_microphone_survives_losing_the_audio_server(pulse, tmp_path):
+@pytest.mark.parametrize("backend", ["sounddevice", "pyaudio"])
+def test_microphone_survives_losing_the_audio_server(pulse, tmp_path, backend):
     """The microphone disappears mid-stream (the PulseAudio server is killed, as when a USB
     microphone is unplugged): the engine keeps running and its clock keeps going with silence,
     reports a ``stall``, reopens the device when it is back, reports ``recovered``, and then
     captures what is played as before."""
     out = tmp_path / "capture.wav"
-    spec = parse_graph(MIC_GRAPH.format(backend="sounddevice", path=out).replace(
+    spec = parse_graph(MIC_GRAPH.format(backend=backend, path=out).replace(
         "block = 480 }", "block = 480, stall_timeout_s = 1.0 }"))
     eng = Engine(spec)
     status: list = []
