@@ -209,15 +209,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _device_notice(ev: Any) -> None:
-    """Tell the user when the input device goes silent (unplugged, suspended) and comes back."""
+    """Tell the user when an audio device goes silent (unplugged, suspended) and comes back."""
     from .console import CONSOLE
 
     if ev.kind == "stall":
-        CONSOLE.line(f"{ev.node}: no audio from the input device at {ev.time_s:.1f} s "
-                     "(unplugged or suspended?): going on with silence and reopening it")
+        CONSOLE.line(f"{ev.node}: the audio device stopped at {ev.time_s:.1f} s (unplugged or "
+                     "suspended?): the graph goes on, reopening the device in the background")
     elif ev.kind == "recovered":
-        CONSOLE.line(f"{ev.node}: input is back at {ev.time_s:.1f} s after "
-                     f"{ev.count / ev.sample_rate:.1f} s of silence")
+        CONSOLE.line(f"{ev.node}: the audio device is back at {ev.time_s:.1f} s "
+                     f"({ev.count / ev.sample_rate:.1f} s of audio lost)")
 
 
 def _start_server(args: argparse.Namespace, eng: Any) -> Any:

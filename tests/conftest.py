@@ -21,6 +21,12 @@ SAMPLE = REPO / "engine" / "data" / "samples" / "jfk.flac"
 SINK = "virtual_speaker"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests that kill the sound server run after all the others, so that no other test meets a
+    server that has just been restarted."""
+    items.sort(key=lambda it: it.get_closest_marker("restarts_audio_server") is not None)
+
+
 def shared(path: str) -> Path:
     p = SHARED / path
     if not p.exists():

@@ -166,6 +166,7 @@ def _wait_for(pred, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.restarts_audio_server
 @pytest.mark.skipif(os.environ.get("AUDIO_ENGINE_NO_PULSE_RESTART") == "1",
                     reason="AUDIO_ENGINE_NO_PULSE_RESTART=1: this test kills the PulseAudio server")
 @pytest.mark.parametrize("backend", ["sounddevice", "pyaudio"])
@@ -211,3 +212,57 @@ def test_microphone_survives_losing_the_audio_server(pulse, tmp_path, backend):
     assert rec.sample > stall.sample and rec.count > 0
     assert lag > rec.sample  # the speech was captured after the recovery (same 48 kHz clock)
     assert eng.stats()["nodes"]["mic"]["reopens"] >= 1
+
+
+@pytest.mark.restarts_audio_server
+@pytest.mark.skipif(os.environ.get("AUDIO_ENGINE_NO_PULSE_RESTART") == "1",
+                    reason="AUDIO_ENGINE_NO_PULSE_RESTART=1: this test kills the PulseAudio server")
+def test_speaker_survives_losing_the_audio_server(pulse, tmp_path):
+    """The output device disappears mid-playback (PulseAudio killed): the graph goes on, the
+    speaker reports ``stall``, reopens the device when it is back, reports ``recovered``, and
+    what it plays after that is the file, at the position the graph's clock has reached."""
+    path = shared("speech/librispeech-test-clean__1221-135766-0001.wav")  # 16.7 s
+    spec = parse_graph(f"""
+schema_version = 1
+[[nodes]]
+id = "src"
+type = "source.file"
+params = {{ path = "{path}" }}
+[[nodes]]
+id = "out"
+type = "sink.speaker"
+in = {{ audio = "src.audio" }}
+params = {{ stall_timeout_s = 1.0 }}
+""")
+    eng = Engine(spec, realtime=True)
+    status: list = []
+    eng.on("engine.xrun", status.append)
+    eng.start()
+    try:
+        time.sleep(1.5)
+        subprocess.run(["pkill", "-9", "-x", "pulseaudio"], check=False)
+        assert _wait_for(lambda: any(e.kind == "stall" for e in status), 10.0), status
+        assert eng.error is None and not eng.wait(0)
+    finally:
+        subprocess.run(["bash", "-c", f". {REPO}/tools/pulse_null.sh"], capture_output=True)
+    try:
+        assert _wait_for(lambda: any(e.kind == "recovered" for e in status), 20.0), status
+        time.sleep(0.5)
+        rec = Recorder(48000, 1)  # a fresh server's monitor can take a moment to deliver
+        time.sleep(3.5)
+        got = rec.stop()[:, 0]
+        at = eng.audio_seconds
+    finally:
+        eng.stop()
+    assert eng.error is None
+    ref, sr = load_mono(path, 48000)
+    assert at < len(ref) / sr - 0.5, "the file ended before the check: use a longer one"
+    chunk = got[len(got) - int(1.25 * sr): len(got) - int(0.25 * sr)]  # the last second but one
+    assert len(chunk) == sr and np.sqrt(np.mean(chunk ** 2)) > 1e-3, \
+        f"nothing played after the recovery ({len(got) / sr:.2f} s recorded)"
+    lag, ncc = best_alignment(chunk, ref)
+    assert ncc >= 0.9, f"played audio after recovery differs from the file: ncc={ncc:.3f}"
+    # it is the part of the file the graph's clock had reached (not seconds-old queued audio)
+    assert abs(lag / sr - (at - 1.25)) < 0.5, (lag / sr, at)
+    st = eng.stats()["nodes"]["out"]
+    assert st["reopens"] >= 1 and st["dropped_frames"] > 0

@@ -49,7 +49,10 @@ class _Stream:
 
     @property
     def active(self) -> bool:
-        return bool(self._stream.active)
+        try:
+            return bool(self._stream.active)
+        except sd.PortAudioError:  # closed (e.g. while a lost device is being reopened)
+            return False
 
     def start(self) -> None:
         try:

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..backends import quiet_native_stderr
+from ..errors import DeviceError
+
 
 class DeviceStream:
-    """Mixin: ``self.stream`` is a backend stream; its statistics outlive ``close``."""
+    """Mixin: ``self.stream`` is a backend stream; its statistics outlive ``close``.
+
+    :meth:`_reopen_in_background` serves both directions when a device is lost (unplugged,
+    suspended, sound server restarted): a daemon thread closes the dead stream and opens a new
+    one every ``retry_s`` until audio flows again. It never runs on the DSP thread or in a
+    callback; the node keeps its clock (and the graph) running meanwhile.
+    """
 
     stream = None
     _closed_stats: dict = {}
+    _reopening = False
+    reopens = 0
+    reopen_attempts = 0
 
     def close(self) -> None:
         if self.stream is not None:
@@ -20,4 +37,39 @@ class DeviceStream:
         if s is None:
             return self._closed_stats
         return {**s.stats.as_dict(), "device": s.device.name, "granted_rate": s.samplerate,
-                "granted_latency_s": round(s.latency, 4)}
+                "granted_latency_s": round(s.latency, 4), "reopens": self.reopens,
+                "reopen_attempts": self.reopen_attempts}
+
+    def _reopen_in_background(self, open_stream: Callable[[], Any],
+                              still_lost: Callable[[], bool], retry_s: float) -> None:
+        """Reopen the device on a daemon thread until ``still_lost()`` turns false (the node
+        sees audio flow again) or the node stops. One such thread at a time."""
+        if self._reopening:
+            return
+        self._reopening = True
+
+        def work() -> None:
+            try:
+                while still_lost():
+                    self.reopen_attempts += 1
+                    try:
+                        with quiet_native_stderr():
+                            old = self.stream
+                            if old is not None:
+                                old.stop()
+                                old.close()
+                            self.stream = open_stream()
+                            self.stream.start()
+                        self.reopens += 1
+                        t0 = time.monotonic()
+                        while time.monotonic() - t0 < 1.0 and still_lost():
+                            time.sleep(0.05)
+                    except DeviceError:
+                        pass
+                    if still_lost():
+                        time.sleep(retry_s)
+            finally:
+                self._reopening = False
+
+        threading.Thread(target=work, name=f"reopen-{getattr(self, 'id', 'device')}",
+                         daemon=True).start()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 
-from ..backends import get_backend, quiet_native_stderr
+from ..backends import get_backend
 from ..errors import DeviceError
 from ..events import StreamStatus
 from ..node import AUDIO, EVENTS, AudioSpec, NodeIO, param, register
@@ -46,9 +45,6 @@ class Microphone(DeviceStream, LiveSource):
         self._last_seen = 0
         self._last_change = 0.0
         self._stalled = False
-        self._reopening = False
-        self.reopens = 0
-        self.reopen_attempts = 0
         self._overflows_reported = 0
         self._stall_reported = False
         self._stall_from = 0
@@ -96,34 +92,8 @@ class Microphone(DeviceStream, LiveSource):
         return True
 
     def _begin_reopen(self) -> None:
-        if self._reopening:
-            return
-        self._reopening = True
-
-        def work() -> None:
-            while self._stalled and not self.finished:
-                old = self.stream
-                self.reopen_attempts += 1
-                try:
-                    with quiet_native_stderr():
-                        if old is not None:
-                            old.stop()
-                            old.close()
-                        self.stream = self._open()
-                        self.stream.start()
-                    self.reopens += 1
-                    t0 = time.monotonic()
-                    w0 = self.ring.frames_written
-                    while time.monotonic() - t0 < 1.0 and self.ring.frames_written == w0:
-                        time.sleep(0.05)
-                    if self.ring.frames_written != w0:
-                        break
-                except DeviceError:
-                    pass
-                time.sleep(self.params.stall_timeout_s)
-            self._reopening = False
-
-        threading.Thread(target=work, name=f"reopen-{self.id}", daemon=True).start()
+        self._reopen_in_background(self._open, lambda: self._stalled and not self.finished,
+                                   self.params.stall_timeout_s)
 
     def process(self, io: NodeIO) -> None:
         start = self.zero_filled
@@ -154,6 +124,4 @@ class Microphone(DeviceStream, LiveSource):
     def stats(self) -> dict:
         d = super().stats()
         d.update(self._stream_stats())
-        d["reopens"] = self.reopens
-        d["reopen_attempts"] = self.reopen_attempts
         return d

@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass
 
 from ..backends import get_backend
-from ..node import AUDIO, AudioSpec, Node, NodeIO, param, register
+from ..events import StreamStatus
+from ..node import AUDIO, EVENTS, AudioSpec, Node, NodeIO, param, register
 from ..ring import AudioRing
 from ._device import DeviceStream
 
@@ -16,10 +17,18 @@ class Speaker(DeviceStream, Node):
     """Writes each block into a ring that the PortAudio output callback drains; the callback
     zero-fills and counts an underflow when the ring runs dry. Playback starts once
     ``prime_ms`` of audio is buffered, so the first blocks do not underflow. In a run faster
-    than real time the node waits for room in the ring (the speaker paces the graph)."""
+    than real time the node waits for room in the ring (the speaker paces the graph).
+
+    If the device stops pulling audio for ``stall_timeout_s`` (unplugged, suspended, sound
+    server restarted), the graph goes on (what cannot be played is dropped and counted), the
+    node reports an ``engine.xrun`` event of kind ``stall`` on ``status``, reopens the device in
+    the background (dropping the audio queued for the dead one, so playback resumes where the
+    graph is) and reports ``recovered`` (``count`` = frames dropped meanwhile) once the new
+    stream plays."""
 
     type_name = "sink.speaker"
     inputs = {"audio": AUDIO}
+    outputs = {"status": EVENTS}
 
     @dataclass(frozen=True)
     class Params:
@@ -29,6 +38,8 @@ class Speaker(DeviceStream, Node):
         backend: str = param("sounddevice", choices=("sounddevice", "pyaudio"))
         prime_ms: float = param(40.0, ge=0, le=2000, doc="audio buffered before playback")
         ring_s: float = param(2.0, gt=0, le=60, doc="output ring length in seconds")
+        stall_timeout_s: float = param(2.0, gt=0, doc="no callback for this long: the device "
+                                                      "is considered lost and reopened")
 
     engine_realtime = True
 
@@ -37,6 +48,13 @@ class Speaker(DeviceStream, Node):
         self.stream = None
         self.ring: AudioRing | None = None
         self.dropped = 0
+        self._seen_stream = None
+        self._seen_count = 0
+        self._last_change = 0.0
+        self._stalled = False
+        self._stall_dropped = 0
+        self._stopping = False
+        self.discarded = 0  # frames queued for a lost device, dropped when it was reopened
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         return {}
@@ -46,22 +64,67 @@ class Speaker(DeviceStream, Node):
         p = self.params
         self.ring = AudioRing(int(s.sample_rate * p.ring_s), s.channels)
         self._rate = s.sample_rate
-        prime = int(s.sample_rate * p.prime_ms / 1000)
-        self.stream = get_backend(p.backend).open_output(p.device, s.sample_rate, s.channels,
-                                                         p.block, self.ring, p.latency, prime)
+        self._channels = s.channels
+        self.stream = self._open()
+
+    def _open(self):
+        p = self.params
+        prime = int(self._rate * p.prime_ms / 1000)
+        return get_backend(p.backend).open_output(p.device, self._rate, self._channels, p.block,
+                                                  self.ring, p.latency, prime)
+
+    def _reopen(self):
+        """(reopen thread, while no stream reads the ring) Drop the audio queued for the lost
+        device, so that playback resumes where the graph is rather than seconds behind."""
+        self.discarded += self.ring.available
+        self.ring.clear()
+        return self._open()
 
     def start(self) -> None:
         self.stream.start()
+        self._last_change = time.monotonic()
 
     def process(self, io: NodeIO) -> None:
         x = io.audio("audio")
         ring = self.ring
         if not self.engine_realtime:
-            while ring.space < len(x) and self.stream.active:
+            limit = self.params.stall_timeout_s
+            while ring.space < len(x) and self.stream.active and not self._stalled:
+                if not self._progress() and time.monotonic() - self._last_change > limit:
+                    break  # the device stopped pulling: _watch reports it below
                 time.sleep(0.002)
         before = ring.overflows
         ring.write(x)
         self.dropped += ring.overflows - before
+        self._watch(io)
+
+    def _watch(self, io: NodeIO) -> None:
+        """Notice a device that stopped pulling audio, and its return (DSP thread, O(1))."""
+        at = io.start.get("audio", 0)
+        if self._progress():
+            if self._stalled:
+                self._stalled = False
+                io.emit("status", StreamStatus(at, self._rate, self.id, kind="recovered",
+                                               count=self.dropped - self._stall_dropped))
+        elif not self._stalled and \
+                time.monotonic() - self._last_change > self.params.stall_timeout_s:
+            self._stalled = True
+            self._stall_dropped = self.dropped
+            io.emit("status", StreamStatus(at, self._rate, self.id, kind="stall"))
+            self._reopen_in_background(self._reopen,
+                                       lambda: self._stalled and not self._stopping,
+                                       self.params.stall_timeout_s)
+
+    def _progress(self) -> bool:
+        """True when the current stream has called back since the last look."""
+        s = self.stream
+        if s is not self._seen_stream:
+            self._seen_stream, self._seen_count = s, 0
+        count = s.stats.count if s is not None else 0
+        if count > self._seen_count:
+            self._seen_count, self._last_change = count, time.monotonic()
+            return True
+        return False
 
     def flush(self, io: NodeIO) -> None:
         # let what is buffered play out (bounded wait)
@@ -73,11 +136,12 @@ class Speaker(DeviceStream, Node):
             time.sleep(0.005)
 
     def stop(self) -> None:
+        self._stopping = True
         if self.stream is not None:
             self.stream.stop()
 
     def stats(self) -> dict:
-        d = {"dropped_frames": self.dropped}
+        d = {"dropped_frames": self.dropped + self.discarded}
         d.update(self._stream_stats())
         if self.ring is not None:
             d["ring_underflow_frames"] = self.ring.underflows
