@@ -40,6 +40,19 @@ in = {{ audio = "mic.audio" }}
 params = {{ path = "{path}" }}
 """
 
+SPEAKER_GRAPH = """
+schema_version = 1
+[[nodes]]
+id = "src"
+type = "source.file"
+params = {{ path = "{path}" }}
+[[nodes]]
+id = "out"
+type = "sink.speaker"
+in = {{ audio = "src.audio" }}
+{params}
+"""
+
 
 def _capture(tmp_path, backend: str, audio: np.ndarray, rate: int, busy=None):
     out = tmp_path / f"capture-{backend}.wav"
@@ -79,17 +92,7 @@ def test_microphone_captures_what_is_played(pulse, tmp_path, backend):
 def test_speaker_plays_through_the_sink(pulse, tmp_path):
     path = shared("speech/ljspeech__LJ001-0001.wav")
     x, sr = load_mono(path)
-    spec = parse_graph(f"""
-schema_version = 1
-[[nodes]]
-id = "src"
-type = "source.file"
-params = {{ path = "{path}" }}
-[[nodes]]
-id = "out"
-type = "sink.speaker"
-in = {{ audio = "src.audio" }}
-""")
+    spec = parse_graph(SPEAKER_GRAPH.format(path=path, params=""))
     rec = Recorder(48000, 1)
     time.sleep(0.3)
     try:
@@ -222,18 +225,8 @@ def test_speaker_survives_losing_the_audio_server(pulse, tmp_path):
     speaker reports ``stall``, reopens the device when it is back, reports ``recovered``, and
     what it plays after that is the file, at the position the graph's clock has reached."""
     path = shared("speech/librispeech-test-clean__1221-135766-0001.wav")  # 16.7 s
-    spec = parse_graph(f"""
-schema_version = 1
-[[nodes]]
-id = "src"
-type = "source.file"
-params = {{ path = "{path}" }}
-[[nodes]]
-id = "out"
-type = "sink.speaker"
-in = {{ audio = "src.audio" }}
-params = {{ stall_timeout_s = 1.0 }}
-""")
+    spec = parse_graph(SPEAKER_GRAPH.format(path=path,
+                                            params="params = { stall_timeout_s = 1.0 }"))
     eng = Engine(spec, realtime=True)
     status: list = []
     eng.on("engine.xrun", status.append)
