@@ -31,6 +31,16 @@ class DeviceInfo:
     default_output: bool = False
 
 
+def open_error(direction: str, info: DeviceInfo, samplerate: int, channels: int,
+               detail: object, backend: str = "") -> DeviceError:
+    """The error for a device that refused to open, with what to try instead."""
+    via = f" with {backend}" if backend else ""
+    return DeviceError(
+        f"could not open {direction} device [{info.index}] '{info.name}' at {samplerate} Hz, "
+        f"{channels} channel(s){via}: {detail}. Try another sample rate (its default is "
+        f"{info.default_samplerate:.0f} Hz) or device (`audio-engine devices`)")
+
+
 def get_backend(name: str):
     if name == "sounddevice":
         from . import sounddevice_backend as mod

@@ -17,7 +17,7 @@ import pyaudio
 
 from ..errors import DeviceError
 from ..ring import AudioRing
-from . import DeviceInfo, resolve_device
+from . import DeviceInfo, open_error, resolve_device
 from .stream_stats import CallbackStats
 
 _pa: pyaudio.PyAudio | None = None
@@ -136,9 +136,7 @@ def open_input(device, samplerate: int, channels: int, blocksize: int, ring: Aud
                          input=True, input_device_index=info.index,
                          frames_per_buffer=blocksize, stream_callback=callback, start=False)
     except (OSError, ValueError) as e:
-        raise DeviceError(
-            f"could not open input device [{info.index}] '{info.name}' at {samplerate} Hz with "
-            f"PyAudio: {e}. Try another sample_rate or device (`audio-engine devices`)") from None
+        raise open_error("input", info, samplerate, channels, e, "PyAudio") from None
     return _Stream(stream, stats, info, samplerate)
 
 
@@ -172,7 +170,5 @@ def open_output(device, samplerate: int, channels: int, blocksize: int, ring: Au
                          output=True, output_device_index=info.index,
                          frames_per_buffer=blocksize, stream_callback=callback, start=False)
     except (OSError, ValueError) as e:
-        raise DeviceError(
-            f"could not open output device [{info.index}] '{info.name}' at {samplerate} Hz with "
-            f"PyAudio: {e}. Try another sample rate or device (`audio-engine devices`)") from None
+        raise open_error("output", info, samplerate, channels, e, "PyAudio") from None
     return _Stream(stream, stats, info, samplerate)

@@ -11,7 +11,7 @@ import sounddevice as sd
 
 from ..errors import DeviceError
 from ..ring import AudioRing
-from . import DeviceInfo, resolve_device
+from . import DeviceInfo, open_error, resolve_device
 from .stream_stats import CallbackStats
 
 
@@ -121,10 +121,7 @@ def open_input(device, samplerate: int, channels: int, blocksize: int, ring: Aud
                                 blocksize=blocksize, dtype="float32", latency=latency,
                                 callback=callback)
     except (sd.PortAudioError, ValueError) as e:
-        raise DeviceError(
-            f"could not open input device [{info.index}] '{info.name}' at {samplerate} Hz, "
-            f"{channels} channel(s): {e}. Try another sample_rate (its default is "
-            f"{info.default_samplerate:.0f} Hz) or device (`audio-engine devices`)") from None
+        raise open_error("input", info, samplerate, channels, e) from None
     return _Stream(stream, stats, info)
 
 
@@ -140,8 +137,5 @@ def open_output(device, samplerate: int, channels: int, blocksize: int, ring: Au
                                  blocksize=blocksize, dtype="float32", latency=latency,
                                  callback=callback)
     except (sd.PortAudioError, ValueError) as e:
-        raise DeviceError(
-            f"could not open output device [{info.index}] '{info.name}' at {samplerate} Hz, "
-            f"{channels} channel(s): {e}. Try another sample rate or device "
-            "(`audio-engine devices`)") from None
+        raise open_error("output", info, samplerate, channels, e) from None
     return _Stream(stream, stats, info)

@@ -47,8 +47,7 @@ class Microphone(DeviceStream, LiveSource):
         self._stalled = False
         self._overflows_reported = 0
         self._stall_reported = False
-        self._stall_from = 0
-        self._stall_zero = 0
+        self._stall_zero = 0  # zero_filled when the stall began
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         return {"audio": self._spec(self.params.sample_rate, self.params.channels)}
@@ -106,14 +105,13 @@ class Microphone(DeviceStream, LiveSource):
             self._overflows_reported = s.input_overflows
         if self._stalled and not self._stall_reported:
             self._stall_reported = True
-            self._stall_from = self.zero_filled
             io.emit("status", StreamStatus(io.start.get("audio", 0), self.params.sample_rate,
                                            self.id, kind="stall", count=self.zero_filled - start))
         elif not self._stalled and self._stall_reported:
             self._stall_reported = False
             io.emit("status", StreamStatus(io.start.get("audio", 0), self.params.sample_rate,
                                            self.id, kind="recovered",
-                                           count=self.zero_filled - self._stall_from))
+                                           count=self.zero_filled - self._stall_zero))
 
     def stop(self) -> None:
         self.finished = True
