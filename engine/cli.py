@@ -4,6 +4,7 @@
 
     audio-engine run GRAPH [--input FILE [--fast]] [--device D] [--output-device D]
                            [--backend sounddevice|pyaudio] [--duration S] [--stats-json FILE]
+                           [--set NODE.PARAM=VALUE] [--loop] [--no-fallback] [--quiet]
                            [--serve [HOST:]PORT [--token T] [--ingest]]
     audio-engine validate GRAPH...
     audio-engine devices [--backend B]
@@ -22,7 +23,6 @@ import math
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -52,24 +52,30 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audio-engine",
                                 description="Real-time streaming audio engine")
-    sub = p.add_subparsers(dest="cmd")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a graph file")
     r.add_argument("graph", help="graph file (TOML), e.g. graphs/live_captions.toml")
-    r.add_argument("--input", metavar="FILE", help="stream FILE instead of the microphone")
+    r.add_argument("--input", metavar="FILE",
+                   help="stream FILE instead of the microphone (WAV, FLAC, OGG, MP3, ...; "
+                        ".raw = headerless 16 kHz mono 16-bit PCM)")
     r.add_argument("--fast", action="store_true",
                    help="with --input: run as fast as possible instead of in real time")
     r.add_argument("--loop", action="store_true", help="with --input: loop the file")
     r.add_argument("--device", help="input device name (substring) or index")
     r.add_argument("--output-device", help="output device name (substring) or index")
     r.add_argument("--backend", choices=("sounddevice", "pyaudio"), help="audio backend")
-    r.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    r.add_argument("--stats-json", metavar="FILE", help="write the run's statistics to FILE")
+    r.add_argument("--duration", type=_positive_seconds, metavar="S",
+                   help="stop after S seconds of audio (the graph's clock: with --fast as much "
+                        "audio as in real time), draining every node")
+    r.add_argument("--stats-json", metavar="FILE",
+                   help="write the run's statistics (JSON) to FILE at the end")
     r.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override a node parameter (value in TOML syntax)")
     r.add_argument("--no-fallback", action="store_true",
                    help="fail instead of streaming the bundled sample when no input exists")
-    r.add_argument("--quiet", action="store_true", help="no live status line")
+    r.add_argument("--quiet", action="store_true",
+                   help="no live status line and no summary at the end (events still print)")
     r.add_argument("--serve", nargs="?", const="127.0.0.1:8765", metavar="[HOST:]PORT",
                    help="serve the live web page and WebSocket API (default 127.0.0.1:8765)")
     r.add_argument("--token", help="with --serve: token required on every request "
@@ -106,6 +112,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
+    return v
+
+
+def _check_writable(path: str, what: str) -> Path:
+    """Fail before the run, not after it, when ``path`` cannot be written."""
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "a"):
+            pass
+    except OSError as e:
+        raise EngineError(f"{what} {path}: cannot write there ({e.strerror or e})") from None
+    return p
 
 
 def _overrides(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -145,6 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runtime import Engine
 
     spec = load_graph(args.graph, _overrides(args.set))
+    stats_path = _check_writable(args.stats_json, "--stats-json") if args.stats_json else None
     has_mic = any(n.type == "source.microphone" for n in spec.nodes)
     inp = args.input
     realtime = not args.fast
@@ -163,7 +192,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                   "instead (use --input FILE for another file)", file=sys.stderr, flush=True)
             inp = str(SAMPLE)
     eng = Engine(spec, input=inp, realtime=realtime, device=args.device,
-                 output_device=args.output_device, backend=args.backend, loop=args.loop)
+                 output_device=args.output_device, backend=args.backend, loop=args.loop,
+                 max_seconds=args.duration)
     eng.on("engine.xrun", _device_notice)
     server = _start_server(args, eng) if args.serve else None
     view = None
@@ -182,12 +212,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         eng.start()
         if view:
             view.start()
-        t0 = time.monotonic()
         while not eng.wait(0.1):
             if interrupted.is_set():
                 CONSOLE.line("stopping: draining every node (Ctrl-C again to abort)")
-                break
-            if args.duration is not None and time.monotonic() - t0 >= args.duration:
                 break
         eng.stop(drain=True)
     finally:
@@ -198,9 +225,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             server.stop()
         CONSOLE.close()
     stats = eng.stats()
-    if args.stats_json:
-        Path(args.stats_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.stats_json).write_text(json.dumps(stats, indent=2, default=str))
+    if stats_path is not None:
+        try:
+            stats_path.write_text(json.dumps(stats, indent=2, default=str))
+        except OSError as e:
+            raise EngineError(f"--stats-json {stats_path}: cannot write there "
+                              f"({e.strerror or e})") from None
     if not args.quiet:
         print(_summary(stats), file=sys.stderr)
     if eng.error is not None:
@@ -289,9 +319,13 @@ class _LiveView:
                 + ", ".join(loads[:5]) + f" | xruns {xruns}{ev}")
 
 
+def _secs(s: float) -> str:
+    return f"{s:.1f}" if s >= 10 else f"{s:.2f}"
+
+
 def _summary(stats: dict[str, Any]) -> str:
-    lines = [f"summary: {stats['audio_seconds']:.1f} s of audio in {stats['wall_seconds']:.1f} s "
-             f"({stats['speed']:.1f}x real time), engine overhead "
+    lines = [f"summary: {_secs(stats['audio_seconds'])} s of audio in "
+             f"{_secs(stats['wall_seconds'])} s ({stats['speed']:.1f}x real time), engine overhead "
              f"{stats['engine_overhead']['mean_ms']:.3f} ms per {stats['quantum_ms']:.0f} ms "
              "quantum"]
     for nid, n in stats["nodes"].items():
@@ -308,8 +342,9 @@ def _summary(stats: dict[str, Any]) -> str:
         if n.get("errors"):
             extra += f", errors {n['errors']}"
         lines.append(f"  {nid:<12} {n['type']:<18} cpu {n['cpu_mean_ms']:.3f} ms mean, "
-                     f"{n['cpu_p99_ms']:.3f} ms p99{extra}")
-    lat = stats.get("latency", {})
+                     f"{n['cpu_p99_ms']:.3f} ms p99, {n['cpu_max_ms']:.1f} ms max{extra}")
+    # wall-clock latency means something only when the audio arrived in real time
+    lat = stats.get("latency", {}) if stats.get("realtime", True) else {}
     shown = [(t, lat[t]) for t in ("vad.speech_stopped", "transcript.partial",
                                      "transcript.final", "sound.started") if t in lat]
     if shown:
@@ -363,10 +398,11 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_models_list(args: argparse.Namespace) -> int:
     from .models.manifest import list_models, models_dir
 
-    print(f"models in {models_dir()}:")
+    print(f"models in {models_dir()} (set AUDIO_ENGINE_MODELS to use another folder):")
     for r in list_models():
         opt = " (optional)" if r["optional"] else ""
-        print(f"  {r['name']:<16} {r['status']:<28} {r['size_mb']:>8.1f} MB  {r['license']}{opt}")
+        size = f"{r['size_mb']:>8.1f} MB" if r["size_mb"] else f"{'-':>8}   "
+        print(f"  {r['name']:<16} {r['status']:<28} {size}  {r['license']}{opt}")
     return 0
 
 

@@ -46,7 +46,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 TOP_KEYS = {"schema_version", "name", "description", "engine", "nodes"}
 NODE_KEYS = {"id", "type", "in", "params", "thread", "queue_size", "queue_policy", "description"}
-ENGINE_KEYS = {"quantum_ms", "backend", "worker_threads"}
+ENGINE_KEYS = {"quantum_ms", "backend"}
 QUEUE_POLICIES = ("drop_oldest", "drop_newest", "block")
 
 
@@ -142,7 +142,11 @@ def validate_graph(data: dict, source: str = "<graph>",
         problems.append(f"schema_version: must be 1, got {ver!r}")
     settings = _engine_settings(data.get("engine", {}), problems)
     raw_nodes = data.get("nodes")
-    if not isinstance(raw_nodes, list) or not raw_nodes:
+    if raw_nodes is not None and not isinstance(raw_nodes, list):
+        problems.append(f"nodes: must be an array of tables ([[nodes]] sections), got "
+                        f"{type(raw_nodes).__name__} {raw_nodes!r}")
+        raise GraphError(source, problems)
+    if not raw_nodes:
         problems.append("nodes: a graph needs at least one [[nodes]] table")
         raise GraphError(source, problems)
 
@@ -155,7 +159,11 @@ def validate_graph(data: dict, source: str = "<graph>",
             continue
         nid = raw.get("id")
         label = f"nodes[{nid}]" if isinstance(nid, str) and nid else f"nodes[{i}]"
-        if not isinstance(nid, str) or not nid:
+        if nid is not None and not isinstance(nid, str):
+            problems.append(f"{label}.id: must be a string, got {type(nid).__name__} {nid!r} "
+                            f"(write id = \"{nid}\")")
+            nid = str(nid)
+        elif not nid:
             problems.append(f"{label}.id: missing (every node needs a unique string id)")
             nid = f"#{i}"
         elif not nid.replace("_", "").replace("-", "").isalnum():
@@ -176,18 +184,27 @@ def validate_graph(data: dict, source: str = "<graph>",
             cls = registry[t]
         decls.append((nid, raw, cls))
 
+    overrides = overrides or {}
+    for nid, values in overrides.items():
+        if nid not in seen:
+            for name in values:
+                problems.append(f"--set {nid}.{name}: the graph has no node '{nid}'"
+                                f"{did_you_mean(nid, seen)} (its nodes: {', '.join(seen)})")
+
     nodes: list[NodeDecl] = []
     for nid, raw, cls in decls:
         label = f"nodes[{nid}]"
         params_raw = raw.get("params", {})
-        if overrides and nid in overrides:
+        if nid in overrides and isinstance(params_raw, dict):
             params_raw = {**params_raw, **overrides[nid]}
         params = None
         if cls is not None:
             if not isinstance(params_raw, dict):
                 problems.append(f"{label}.params: must be a table")
             else:
-                params = build_params(cls, params_raw, f"{label}.params", problems)
+                found: list[str] = []
+                params = build_params(cls, params_raw, f"{label}.params", found)
+                problems.extend(_mark_overridden(found, label, overrides.get(nid, {})))
                 if params is not None and hasattr(cls, "validate_params"):
                     problems.extend(f"{label}.params.{p}" if not p.startswith(label) else p
                                     for p in cls.validate_params(params))
@@ -211,6 +228,15 @@ def validate_graph(data: dict, source: str = "<graph>",
     return GraphSpec(name=str(data.get("name", Path(source).stem)), source=source,
                      nodes=tuple(nodes), settings=settings,
                      description=str(data.get("description", "")))
+
+
+def _mark_overridden(found: list[str], label: str, values: dict[str, Any]) -> list[str]:
+    """Say which problems come from a ``--set`` on the command line, not from the file."""
+    out = []
+    for msg in found:
+        name = msg[len(f"{label}.params."):].split(":", 1)[0]
+        out.append(f"{msg} (from --set {label[6:-1]}.{name})" if name in values else msg)
+    return out
 
 
 def _engine_settings(raw: Any, problems: list[str]) -> EngineSettings:
@@ -335,7 +361,7 @@ def build_params(cls: type[Node], raw: dict[str, Any], where: str, problems: lis
             problems.append(f"{where}.{k}: {why}")
             continue
         m = f.metadata
-        err = _check_range(v2, m)
+        err = _check_range(v, m)  # as written (-250, not -250.0)
         if err:
             problems.append(f"{where}.{k}: {err}")
             continue

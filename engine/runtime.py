@@ -104,15 +104,19 @@ class Engine:
     ``input``: ``None`` keeps the graph's microphone; a file path streams that file instead (in
     real time unless ``realtime=False``); ``"feed"`` lets the application push audio with
     :meth:`feed`. ``realtime=False`` runs as fast as possible and makes every worker queue block
-    instead of dropping, so results equal an offline pass.
+    instead of dropping, so results equal an offline pass. ``max_seconds`` ends the stream (and
+    drains every node) once that much audio has gone through, to the 10 ms quantum.
     """
 
     def __init__(self, spec: GraphSpec, *, input: str | Path | None = None,
                  realtime: bool = True, device: str | int | None = None,
                  output_device: str | int | None = None, backend: str | None = None,
-                 quantum_ms: float | None = None, loop: bool = False):
+                 quantum_ms: float | None = None, loop: bool = False,
+                 max_seconds: float | None = None):
         self.spec = _substitute_sources(spec, input, device, output_device, backend, loop)
         self.realtime = realtime
+        #: end the stream after this much audio on the primary source's clock (exact to a quantum)
+        self.max_seconds = max_seconds
         self.quantum_s = (quantum_ms or self.spec.settings.quantum_ms) / 1000.0
         self._subs: list[tuple[str, Callable[[Event], Any]]] = []
         self._subs_lock = threading.Lock()
@@ -388,6 +392,8 @@ class Engine:
             q += 1
             self.quanta = q
             if self.sources and all(getattr(s.node, "finished", False) for s in self.sources):
+                break
+            if self.max_seconds is not None and self.audio_seconds >= self.max_seconds - 1e-9:
                 break
 
     def _call(self, st: _NodeState, fn: Callable, io: NodeIO) -> None:

@@ -127,6 +127,14 @@ GRAPH_PROBLEMS = [
     ("duplicate id", '[[nodes]]\nid="s"\ntype="source.file"\nparams={path="a.wav"}\n'
      '[[nodes]]\nid="s"\ntype="dsp.gain"\nin={audio="s.audio"}\n', ["duplicate id 's'"]),
     ("toml syntax", '[[nodes]\nid="s"\n', ["not valid TOML"]),
+    ("id not a string", '[[nodes]]\nid=5\ntype="source.file"\nparams={path="a.wav"}\n',
+     ["nodes[0].id: must be a string, got int 5"]),
+    ("nodes not tables", 'nodes = "mic"\n', ["nodes: must be an array of tables"]),
+    ("unknown engine key", '[engine]\nworker_threads = 3\n[[nodes]]\nid="s"\n'
+     'type="source.file"\nparams={path="a.wav"}\n', ["engine.worker_threads: unknown key"]),
+    ("range echoed as written", '[[nodes]]\nid="s"\ntype="source.file"\nparams={path="a.wav"}\n'
+     '[[nodes]]\nid="v"\ntype="vad.webrtc"\nin={audio="s.audio"}\nparams={min_speech_ms=-250}\n',
+     ["nodes[v].params.min_speech_ms: must be >= 0, got -250\n"]),
 ]
 
 
@@ -175,7 +183,48 @@ def test_unknown_backend_rejected(tmp_path):
 def test_cli_set_override_validated(tmp_path):
     r = run_cli("run", str(REPO / "graphs" / "vad_monitor.toml"), "--input",
                 str(shared("speech/jfk.flac")), "--fast", "--quiet", "--set", "vad.threshold=7")
-    assert_clean_error(r, "nodes[vad].params.threshold")
+    assert_clean_error(r, "nodes[vad].params.threshold", "(from --set vad.threshold)")
+
+
+def test_cli_set_on_an_unknown_node_is_an_error(tmp_path):
+    """A mistyped node id in --set is reported (it used to be dropped silently)."""
+    r = run_cli("run", str(REPO / "graphs" / "vad_monitor.toml"), "--input",
+                str(shared("speech/jfk.flac")), "--fast", "--quiet", "--set", "vda.threshold=0.3")
+    assert_clean_error(r, "--set vda.threshold: the graph has no node 'vda'",
+                       "did you mean 'vad'")
+
+
+def test_cli_stats_json_unwritable_fails_before_the_run(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    r = run_cli("run", str(REPO / "graphs" / "vad_monitor.toml"), "--input",
+                str(shared("speech/jfk.flac")), "--fast", "--quiet", "--stats-json",
+                str(blocker / "stats.json"))
+    out = assert_clean_error(r, "--stats-json", "cannot write there")
+    assert "vad.speech_started" not in out  # refused before any audio ran
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "nan", "soon"])
+def test_cli_duration_must_be_positive(value):
+    r = run_cli("run", str(REPO / "graphs" / "vad_monitor.toml"), "--input",
+                str(shared("speech/jfk.flac")), "--fast", "--duration", value)
+    assert r.returncode == 2 and "--duration" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_duration_counts_seconds_of_audio(tmp_path):
+    """--duration S with --fast processes S seconds of audio (to the 10 ms quantum), however
+    fast the machine is, and drains the nodes (the open speech segment is closed)."""
+    import json
+
+    st = tmp_path / "stats.json"
+    r = run_cli("run", str(REPO / "graphs" / "vad_monitor.toml"), "--input",
+                str(shared("speech/jfk.flac")), "--fast", "--loop", "--duration", "25.5",
+                "--stats-json", str(st))
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(st.read_text())
+    assert abs(stats["audio_seconds"] - 25.5) <= 0.011, stats["audio_seconds"]
+    ev = stats["events"]
+    assert ev["vad.speech_started"] == ev["vad.speech_stopped"] >= 8
 
 
 def test_no_input_device_falls_back_to_the_bundled_sample(tmp_path):

@@ -185,6 +185,29 @@ def test_long_utterance_cut_keeps_following_utterances_aligned(tmp_path, monkeyp
     assert last.start_sample / 16000 > (len(gap) * 2 + len(long_)) / 16000 - 0.5
 
 
+@needs_model
+@pytest.mark.parametrize("recheck", [-0.5, -100.0], ids=["recheck", "never"])
+def test_low_confidence_short_final_is_rechecked_on_the_full_window(recheck, tmp_path,
+                                                                   monkeypatch):
+    """The bundled sample (what `make run` plays without a microphone): the VAD cuts "ask not"
+    out as a 1 s phrase, and tiny.en on the trimmed window hears "S NOT" (average
+    log-probability -0.96). Decoded again on the 30 s window it is "Ask not!" (-0.64), which
+    is kept. With the recheck off (-100), the trimmed result stays."""
+    monkeypatch.chdir(tmp_path)  # the graph writes out/captions.*
+    spec = load_graph(GRAPH, {"asr": {"recheck_logprob": recheck}})
+    eng = Engine(spec, input=REPO / "engine/data/samples/jfk.flac", realtime=False)
+    finals = _finals(eng)
+    eng.run()
+    words = [re.sub(r"[^a-z ]", "", f.text.lower()).split() for f in finals]
+    second = words[1]
+    rechecks = eng.stats()["nodes"]["asr"]["rechecks_30s"]
+    if recheck > -1:
+        assert second == ["ask", "not"], [f.text for f in finals]
+        assert rechecks >= 1
+    else:
+        assert second != ["ask", "not"] and rechecks == 0, [f.text for f in finals]
+
+
 def test_whole_text_repetition_is_detected():
     from engine.nodes.asr import repeats_itself
 

@@ -268,3 +268,21 @@ def test_worker_events_survive_while_the_dsp_thread_runs(tmp_path):
     assert len(got) == eng.node("w").emitted > 10
     ends = [e.sample for e in got]
     assert ends == sorted(ends) and ends[-1] == 16000  # positions intact, none lost
+
+
+def test_event_log_marks_each_session(tmp_path, monkeypatch):
+    """sink.events appends (a restarted monitor keeps its history) and opens every run with a
+    session.started line, so runs that each count time from 0 can be told apart."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        Engine(load_graph(REPO / "graphs" / "vad_monitor.toml"),
+               input=shared("speech/jfk.flac"), realtime=False).run()
+    lines = [json.loads(x) for x in (tmp_path / "out/vad_events.jsonl").read_text().splitlines()]
+    marks = [i for i, d in enumerate(lines) if d["type"] == "session.started"]
+    assert len(marks) == 2 and marks[0] == 0, [d["type"] for d in lines]
+    first, second = lines[1:marks[1]], lines[marks[1] + 1:]
+    assert len(first) == len(second) == 8  # 4 speech segments, started + stopped
+    assert [d["sample"] for d in first] == [d["sample"] for d in second]
+    assert lines[0]["started_at"].endswith("+00:00")

@@ -557,3 +557,24 @@ def test_graph_validation_reports_threshold_order() -> None:
     assert SileroVad.validate_params(SileroVad.Params()) == []
     problems = WebRtcVad.validate_params(WebRtcVad.Params(threshold=0.3, neg_threshold=0.4))
     assert len(problems) == 1 and problems[0].startswith("neg_threshold:")
+
+
+@needs_silero
+def test_validate_reports_a_missing_or_corrupt_silero_model(models_copy) -> None:
+    """`audio-engine validate` (graph stage 3) checks the model a vad.silero node will load,
+    as it does for Whisper and YAMNet, instead of passing and failing at run time."""
+    import subprocess
+    import sys
+
+    f = models_copy / "silero-vad/silero_vad.onnx"
+    f.write_bytes(f.read_bytes()[:-100])
+    graph = str(ROOT / "graphs" / "vad_monitor.toml")
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "validate", graph],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "nodes[vad]" in r.stderr and "corrupt" in r.stderr
+    assert "audio-engine models fetch silero-vad" in r.stderr
+    f.unlink()
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "validate", graph],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not installed" in r.stderr, r.stderr

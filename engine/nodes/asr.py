@@ -10,7 +10,9 @@ Streaming policy (what a live captioner needs, after whisper_streaming's LocalAg
   *stable* and never change afterwards; the rest is the unstable tail.
 * The encoder runs on the utterance's real length (plus a short zero tail), not a padded 30 s
   window (whisper.cpp's ``audio_ctx``). If a trimmed decode loops or never ends, the final falls
-  back to the full 30 s window.
+  back to the full 30 s window; so does a final decoded with low confidence (average
+  log-probability under ``recheck_logprob``: short phrases such as "ask not" suffer most from
+  the trimmed window), and the more confident of the two results is kept.
 * At ``vad.speech_stopped``, or when an utterance reaches ``max_window_s`` (cut at a word
   boundary found with the cross-attention alignment heads), a ``transcript.final`` is emitted with
   text, start/end on the audio clock, average log-probability and no-speech probability.
@@ -116,6 +118,9 @@ class WhisperAsr(Node):
         word_timestamps: bool = param(False, doc="word timings in transcript.final")
         no_speech_threshold: float = param(0.6, ge=0, le=1)
         logprob_threshold: float = param(-1.0, le=0)
+        recheck_logprob: float = param(-0.5, le=0, doc="a trimmed final less confident than "
+                                       "this (average log-probability) is decoded again on the "
+                                       "30 s window; the more confident result is kept")
         compression_ratio_threshold: float = param(2.4, gt=0)
         min_utterance_ms: float = param(200.0, ge=0, doc="shorter speech is not decoded")
         condition_on_previous: bool = param(False, doc="prompt with the previous final")
@@ -170,6 +175,7 @@ class WhisperAsr(Node):
         self.finals_emitted = 0
         self.finals_dropped = 0
         self.fallbacks = 0
+        self.rechecks = 0
         # warm the sessions so the first caption is not late
         self.model.decode(self.model.encode(np.zeros((self.model.n_mels, 100), np.float32)),
                           language=self._lang(), max_tokens=2)
@@ -261,8 +267,10 @@ class WhisperAsr(Node):
             self.decode_s += time.perf_counter() - t0
 
     def _run(self, mel: np.ndarray, n: int, final: bool, kw: dict):
-        """Trimmed encoder (``n`` real frames + a zero tail) with a token budget; a final whose
-        trimmed decode loops or never ends falls back to the padded 30 s window."""
+        """Trimmed encoder (``n`` real frames + a zero tail) with a token budget. A final whose
+        trimmed decode loops or never ends falls back to the padded 30 s window; one decoded with
+        an average log-probability under ``recheck_logprob`` is decoded there too and the more
+        confident result is kept."""
         p = self.params
         m = self.model
         if p.encoder == "trimmed":
@@ -273,12 +281,22 @@ class WhisperAsr(Node):
             ok = res.stop_reason == "eot" and \
                 res.compression_ratio <= p.compression_ratio_threshold and \
                 not repeats_itself(res.text)
-            if ok or not final:
+            if not final:
                 return res if ok else None
+            if ok and res.avg_logprob >= p.recheck_logprob:
+                return res
+            if ok:
+                self.rechecks += 1
+                full = self._full_window(mel, n, kw)
+                return full if full.avg_logprob > res.avg_logprob else res
             self.fallbacks += 1
+        return self._full_window(mel, n, kw)
+
+    def _full_window(self, mel: np.ndarray, n: int, kw: dict):
+        """Decode on the padded 30 s window Whisper was trained on."""
         padded = np.pad(mel, ((0, 0), (0, MAX_FRAMES - n)))
-        return m.decode(m.encode(padded, content_frames=n), max_tokens=224,
-                        stop_on_repetition=True, **kw)
+        return self.model.decode(self.model.encode(padded, content_frames=n), max_tokens=224,
+                                 stop_on_repetition=True, **kw)
 
     def _rejected(self, res) -> bool:
         p = self.params
@@ -404,4 +422,4 @@ class WhisperAsr(Node):
                 "rtf": round(self.decode_s / self.audio_s, 4) if self.audio_s else 0.0,
                 "partials": self.partials_emitted, "partials_skipped": self.partials_skipped,
                 "finals": self.finals_emitted, "finals_dropped": self.finals_dropped,
-                "fallbacks_30s": self.fallbacks}
+                "fallbacks_30s": self.fallbacks, "rechecks_30s": self.rechecks}

@@ -21,9 +21,9 @@ def describe(ev: Event) -> str:
         if k.endswith("_sample") and ev.sample_rate:
             k, v = k[: -len("_sample")] + "_s", round(v / ev.sample_rate, 2)
         if isinstance(v, float):
-            v = round(v, 3)
-        if isinstance(v, list):
-            v = ", ".join(f"{a[0]} {a[1]:.2f}" if isinstance(a, list) and len(a) == 2 and
+            v = f"{v:.2f}"
+        if isinstance(v, list):  # (name, score) pairs; AudioSet names may contain commas
+            v = "; ".join(f"{a[0]} ({a[1]:.2f})" if isinstance(a, list) and len(a) == 2 and
                           isinstance(a[1], float) else str(a) for a in v[:3])
         fields.append(f"{k}={v}")
     return f"[{ev.time_s:8.2f}s] {ev.type:<20} {ev.node:<10} " + " ".join(fields)

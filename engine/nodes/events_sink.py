@@ -1,4 +1,8 @@
-"""``sink.events``: every event it receives as JSON Lines, to stdout or a file."""
+"""``sink.events``: every event it receives as JSON Lines, to stdout or a file.
+
+A file is appended to, so a monitor that restarts keeps its history; each run opens with a
+``{"type": "session.started", "started_at": "<UTC ISO 8601>", ...}`` line, after which
+``time_s`` and ``sample`` count from 0 again."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import fnmatch
 import json
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
@@ -49,6 +54,10 @@ class EventsSink(Node):
             self._out = open(p, "a", encoding="utf-8")
         except OSError as e:
             raise EngineError(f"{p}: cannot open event log for writing: {e.strerror}") from None
+        started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        self._out.write(json.dumps({"type": "session.started", "time_s": 0.0, "sample": 0,
+                                    "node": self.id, "started_at": started}) + "\n")
+        self._out.flush()
 
     def _wanted(self, t: str) -> bool:
         p = self.params

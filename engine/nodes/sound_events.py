@@ -116,7 +116,7 @@ log = logging.getLogger(__name__)
 #: default groups: sounds worth an alert in a home / office, none of them speech
 DEFAULT_GROUPS: dict[str, list[str]] = {
     "alarm": ["Smoke detector, smoke alarm", "Fire alarm", "Siren", "Civil defense siren",
-              "Alarm clock", "Buzzer", "Car alarm", "Police car (siren)", "Ambulance (siren)",
+              "Alarm clock", "Car alarm", "Police car (siren)", "Ambulance (siren)",
               "Fire engine, fire truck (siren)"],
     "glass": ["Glass", "Shatter", "Breaking", "Chink, clink"],
     "dog": ["Dog", "Bark", "Bow-wow", "Yip", "Howl", "Growling", "Whimper (dog)"],
@@ -124,7 +124,8 @@ DEFAULT_GROUPS: dict[str, list[str]] = {
     "cat": ["Cat", "Meow", "Caterwaul"],
     "doorbell": ["Doorbell", "Ding-dong"],
     "knock": ["Knock"],
-    "gunshot": ["Gunshot, gunfire", "Machine gun", "Explosion"],
+    "gunshot": ["Gunshot, gunfire", "Machine gun", "Cap gun", "Fusillade"],
+    "explosion": ["Explosion", "Boom"],
     "scream": ["Screaming"],
 }
 

@@ -49,8 +49,9 @@ import numpy as np
 
 from ..dsp.fixed_block import FixedWindows
 from ..dsp.vad_state import VadStateMachine
-from ..errors import NegotiationError
+from ..errors import ModelError, NegotiationError
 from ..events import SpeechStarted, SpeechStopped, VadProbability
+from ..models.manifest import model_file
 from ..node import (
     AUDIO,
     EVENTS,
@@ -328,6 +329,16 @@ class SileroVad(_GatedVad):
     @dataclass(frozen=True)
     class Params(VadParams):
         pass
+
+    @classmethod
+    def validate_params(cls, p: Params) -> list[str]:
+        problems = super().validate_params(p)
+        for name, file in cls.models:
+            try:
+                model_file(name, file)  # installed and matching its sha256
+            except ModelError as e:
+                problems.append(f"model: {e}")
+        return problems
 
     def __init__(self, node_id: str, params: Any):
         super().__init__(node_id, params)
