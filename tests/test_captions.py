@@ -208,6 +208,36 @@ def test_low_confidence_short_final_is_rechecked_on_the_full_window(recheck, tmp
         assert second != ["ask", "not"] and rechecks == 0, [f.text for f in finals]
 
 
+@needs_model
+def test_unsure_partials_are_not_shown(tmp_path, monkeypatch):
+    """Partials are decoded every step_ms from an utterance's first syllables; one that Whisper
+    itself would call failed (average log-probability under logprob_threshold) is not shown.
+    The bundled sample, fed at the pace a real-time run decodes it (every partial decoded):
+    on 1 s of "What your country" tiny.en guesses "Like your cunt" (-1.29)."""
+    monkeypatch.chdir(tmp_path)
+    x, _ = load_mono(REPO / "engine/data/samples/jfk.flac", 48000)
+    eng = Engine(load_graph(GRAPH), input="feed", realtime=False)
+    partials: list[Event] = []
+    eng.on("transcript.partial", partials.append)
+    finals = _finals(eng)
+    eng.start()
+    for pos in range(0, len(x), 960):  # 20 ms at a time, waiting for the ASR to catch up
+        eng.feed(x[pos:pos + 960])
+        deadline = time.monotonic() + 30
+        while (eng.audio_seconds < (pos + 960) / 48000 - 0.011
+               or eng.stats()["nodes"]["asr"]["queue_depth"]) and time.monotonic() < deadline:
+            time.sleep(0.002)
+    eng.end_feed()
+    eng.wait(60)
+    eng.stop()
+    asr = eng.stats()["nodes"]["asr"]
+    assert asr["partials_skipped"] == 0 and asr["partials"] >= 8, asr
+    assert asr["partials_unsure"] >= 2, asr
+    assert "What your country can do for you" in " ".join(f.text for f in finals)
+    shown = [p.text.lower() for p in partials]
+    assert not any(t.startswith("like your") for t in shown), shown
+
+
 def test_whole_text_repetition_is_detected():
     from engine.nodes.asr import repeats_itself
 

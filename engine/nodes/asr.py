@@ -17,7 +17,8 @@ Streaming policy (what a live captioner needs, after whisper_streaming's LocalAg
   boundary found with the cross-attention alignment heads), a ``transcript.final`` is emitted with
   text, start/end on the audio clock, average log-probability and no-speech probability.
 * Guards: results with high no-speech probability and low log-probability are dropped, as are
-  repetition loops (compression ratio > 2.4); previous text is never used as a prompt by default.
+  repetition loops (compression ratio > 2.4); a partial under ``logprob_threshold`` is not shown
+  (a guess on the first syllables); previous text is never used as a prompt by default.
 * When decoding falls behind (items queued behind the current one), partials are skipped; finals
   never are. The node's queue is bounded and its drops are counted by the engine.
 
@@ -172,6 +173,7 @@ class WhisperAsr(Node):
         self.audio_s = 0.0
         self.partials_emitted = 0
         self.partials_skipped = 0
+        self.partials_unsure = 0
         self.finals_emitted = 0
         self.finals_dropped = 0
         self.fallbacks = 0
@@ -311,7 +313,11 @@ class WhisperAsr(Node):
     def _partial(self, io: NodeIO) -> None:
         u = self.utts[0]
         res = self._decode(self.raw[:, : self.n_raw], final=False)
-        if self._rejected(res):
+        if self._rejected(res) or res.avg_logprob < self.params.logprob_threshold:
+            # under logprob_threshold Whisper itself calls a decode failed (its temperature
+            # fallback rule); on 0.5-1 s of a word that is a guess ("Like your cunt" for "What
+            # your country"), not worth showing: wait for the next step
+            self.partials_unsure += 1
             return
         words = res.text.split()
         # LocalAgreement-2: extend the stable prefix by what this and the previous hypothesis
@@ -421,5 +427,6 @@ class WhisperAsr(Node):
         return {"decode_s": round(self.decode_s, 3), "speech_s": round(self.audio_s, 3),
                 "rtf": round(self.decode_s / self.audio_s, 4) if self.audio_s else 0.0,
                 "partials": self.partials_emitted, "partials_skipped": self.partials_skipped,
+                "partials_unsure": self.partials_unsure,
                 "finals": self.finals_emitted, "finals_dropped": self.finals_dropped,
                 "fallbacks_30s": self.fallbacks, "rechecks_30s": self.rechecks}
