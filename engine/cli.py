@@ -324,8 +324,11 @@ def _secs(s: float) -> str:
 
 
 def _summary(stats: dict[str, Any]) -> str:
+    startup = stats.get("startup_seconds", 0.0)
+    after = f" after {_secs(startup)} s of start-up" if startup >= 0.1 else ""
     lines = [f"summary: {_secs(stats['audio_seconds'])} s of audio in "
-             f"{_secs(stats['wall_seconds'])} s ({stats['speed']:.1f}x real time), engine overhead "
+             f"{_secs(stats['wall_seconds'])} s ({stats['speed']:.1f}x real time{after}), "
+             "engine overhead "
              f"{stats['engine_overhead']['mean_ms']:.3f} ms per {stats['quantum_ms']:.0f} ms "
              "quantum"]
     for nid, n in stats["nodes"].items():

@@ -134,6 +134,7 @@ class Engine:
         self.quanta = 0
         self.overhead = _Timing()
         self._t_start = 0.0
+        self._t_first = 0.0  # when the first quantum of audio was there (after device start-up)
         self._t_end = 0.0
         self.audio_seconds = 0.0
         self.input_level = 0.0
@@ -377,6 +378,8 @@ class Engine:
                 delay = target - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+            if q == 0:
+                self._t_first = time.monotonic()
             tq = pc()
             self._apply_controls()
             node_time = self._step(wants)
@@ -609,6 +612,8 @@ class Engine:
         """Run statistics: per node CPU per quantum, queues, drops, xruns, latency."""
         end = self._t_end or time.monotonic()
         wall = max(end - self._t_start, 1e-9) if self._t_start else 0.0
+        startup = max(self._t_first - self._t_start, 0.0) if self._t_first else 0.0
+        streamed = max(end - self._t_start - startup, 1e-9) if self._t_start else 0.0
         nodes = {}
         for st in self._states:
             d: dict[str, Any] = {"type": st.decl.type, "thread": st.decl.thread}
@@ -638,7 +643,10 @@ class Engine:
             "quanta": self.quanta,
             "audio_seconds": round(self.audio_seconds, 3),
             "wall_seconds": round(wall, 3),
-            "speed": round(self.audio_seconds / wall, 2) if wall else 0.0,
+            # until the first audio arrived (opening devices, loading models)
+            "startup_seconds": round(startup, 3),
+            # audio seconds per wall second once audio flowed
+            "speed": round(self.audio_seconds / streamed, 2) if streamed else 0.0,
             "engine_overhead": self.overhead.summary(),
             "nodes": nodes,
             "events": dict(self.event_counts),

@@ -119,7 +119,7 @@ class WhisperAsr(Node):
         word_timestamps: bool = param(False, doc="word timings in transcript.final")
         no_speech_threshold: float = param(0.6, ge=0, le=1)
         logprob_threshold: float = param(-1.0, le=0)
-        recheck_logprob: float = param(-0.5, le=0, doc="a trimmed final less confident than "
+        recheck_logprob: float = param(-0.8, le=0, doc="a trimmed final less confident than "
                                        "this (average log-probability) is decoded again on the "
                                        "30 s window; the more confident result is kept")
         compression_ratio_threshold: float = param(2.4, gt=0)
