@@ -23,6 +23,7 @@ import math
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,11 +173,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .graph import load_graph
     from .runtime import Engine
 
-    spec = load_graph(args.graph, _overrides(args.set))
+    spec = load_graph(args.graph, _overrides(args.set), origin="--set")
     stats_path = _check_writable(args.stats_json, "--stats-json") if args.stats_json else None
     has_mic = any(n.type == "source.microphone" for n in spec.nodes)
     inp = args.input
     realtime = not args.fast
+    if args.token and not args.serve:
+        raise EngineError("--token needs --serve: it guards the web server's requests")
     if args.ingest:
         if not args.serve:
             raise EngineError("--ingest needs --serve: the audio comes from its /ingest socket")
@@ -185,6 +188,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         inp = "feed"
     if args.fast and not inp and has_mic:
         raise EngineError("--fast needs --input FILE: a microphone runs in real time")
+    if args.fast:
+        spec = _without_speakers(spec)
     if has_mic and not inp and not args.no_fallback and args.device is None:
         ok, why = _has_input_device(args.backend or spec.settings.backend)
         if not ok:
@@ -193,7 +198,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             inp = str(SAMPLE)
     eng = Engine(spec, input=inp, realtime=realtime, device=args.device,
                  output_device=args.output_device, backend=args.backend, loop=args.loop,
-                 max_seconds=args.duration)
+                 max_seconds=args.duration,
+                 # a remote microphone: when its client pauses or leaves, time goes on in silence
+                 feed_idle_s=0.5 if args.ingest else 0.0)
     eng.on("engine.xrun", _device_notice)
     server = _start_server(args, eng) if args.serve else None
     view = None
@@ -236,6 +243,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if eng.error is not None:
         raise eng.error
     return 0
+
+
+def _without_speakers(spec: Any) -> Any:
+    """--fast: a sound device plays in real time, so speakers nobody listens to are left out
+    (the graph's files are still written, as fast as the machine goes)."""
+    from dataclasses import replace
+
+    used = {pid for n in spec.nodes for refs in n.inputs.values() for pid, _ in refs}
+    drop = [n.id for n in spec.nodes if n.type == "sink.speaker" and n.id not in used]
+    if not drop:
+        return spec
+    print(f"--fast: not playing to {', '.join(drop)} (sink.speaker runs in real time)",
+          file=sys.stderr, flush=True)
+    return replace(spec, nodes=tuple(n for n in spec.nodes if n.id not in drop))
 
 
 def _device_notice(ev: Any) -> None:
@@ -299,15 +320,14 @@ class _LiveView:
         db = 20 * math.log10(lvl) if lvl > 1e-9 else -120.0
         bars = max(0, min(10, int((db + 60) / 6)))
         meter = "#" * bars + "." * (10 - bars)
-        q = eng.quantum_s * 1e3
         loads = []
         xruns = 0
+        elapsed = max(time.monotonic() - eng._t_start, 1e-3) if eng._t_start else 1e-3
         for st in eng._states:
-            s = st.timing.summary()
-            if st.is_worker or s["mean_ms"] > 0.005 * q:
-                loads.append(f"{st.id} {100 * s['mean_ms'] / q:.0f}%")
-            if st.queue is not None and st.queue.drops:
-                loads[-1:] = [loads[-1] + f" drop {st.queue.drops}"] if loads else []
+            busy = st.timing.total / elapsed  # share of one core since the start
+            drops = st.queue.drops if st.queue is not None else 0
+            if st.is_worker or busy > 0.005 or drops:
+                loads.append(f"{st.id} {100 * busy:.0f}%" + (f" drop {drops}" if drops else ""))
             stream = getattr(st.node, "stream", None)
             if stream is not None:
                 cs = stream.stats
@@ -315,8 +335,9 @@ class _LiveView:
         last = next((e for e in reversed(eng.recent_events)
                      if e.type != "transcript.partial"), None)
         ev = f" | last: {last.type} @{last.time_s:.1f}s" if last else ""
-        return (f"{eng.audio_seconds:7.1f}s  in [{meter}] {db:5.0f} dB | "
-                + ", ".join(loads[:5]) + f" | xruns {xruns}{ev}")
+        # most useful first: a narrow terminal cuts the end of the line
+        return (f"{eng.audio_seconds:7.1f}s  in [{meter}] {db:5.0f} dB | xruns {xruns}{ev} | "
+                "cpu " + ", ".join(loads[:5]))
 
 
 def _secs(s: float) -> str:
@@ -345,7 +366,7 @@ def _summary(stats: dict[str, Any]) -> str:
         if n.get("errors"):
             extra += f", errors {n['errors']}"
         lines.append(f"  {nid:<12} {n['type']:<18} cpu {n['cpu_mean_ms']:.3f} ms mean, "
-                     f"{n['cpu_p99_ms']:.3f} ms p99, {n['cpu_max_ms']:.1f} ms max{extra}")
+                     f"{n['cpu_p99_ms']:.3f} ms p99, {n['cpu_max_ms']:.3f} ms max{extra}")
     # wall-clock latency means something only when the audio arrived in real time
     lat = stats.get("latency", {}) if stats.get("realtime", True) else {}
     shown = [(t, lat[t]) for t in ("vad.speech_stopped", "transcript.partial",
@@ -356,6 +377,11 @@ def _summary(stats: dict[str, Any]) -> str:
     if stats["events"]:
         lines.append("  events: " + ", ".join(f"{k} {v}" for k, v in
                                               sorted(stats["events"].items())))
+    files = [f for n in stats["nodes"].values() for f in n.get("files", [])]
+    if files:
+        lines.append("  wrote: " + ", ".join(files) + " (relative to the current directory)"
+                     if any(not Path(f).is_absolute() for f in files) else
+                     "  wrote: " + ", ".join(files))
     return "\n".join(lines)
 
 

@@ -110,8 +110,13 @@ def topo_order(nodes) -> list[NodeDecl]:
     return out
 
 
-def load_graph(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> GraphSpec:
-    """Read and validate a graph file (stages 1-4). Raises GraphError listing every problem."""
+def load_graph(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None,
+               origin: str = "params") -> GraphSpec:
+    """Read and validate a graph file (stages 1-4). Raises GraphError listing every problem.
+
+    ``overrides`` (``{"asr": {"step_ms": 400}}``) replace parameters of the file's nodes; their
+    problems are reported as coming from ``origin`` (``params`` for :meth:`Engine.from_file`,
+    ``--set`` for the command line)."""
     p = Path(path)
     try:
         text = p.read_text()
@@ -119,20 +124,22 @@ def load_graph(path: str | Path, overrides: dict[str, dict[str, Any]] | None = N
         raise GraphError(str(p), [f"file not found: {p}"]) from None
     except (OSError, UnicodeDecodeError) as e:
         raise GraphError(str(p), [f"cannot read {p}: {e}"]) from None
-    return parse_graph(text, str(p), overrides)
+    return parse_graph(text, str(p), overrides, origin)
 
 
 def parse_graph(text: str, source: str = "<graph>",
-                overrides: dict[str, dict[str, Any]] | None = None) -> GraphSpec:
+                overrides: dict[str, dict[str, Any]] | None = None,
+                origin: str = "params") -> GraphSpec:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise GraphError(source, [f"not valid TOML: {e}"]) from None
-    return validate_graph(data, source, overrides)
+    return validate_graph(data, source, overrides, origin)
 
 
 def validate_graph(data: dict, source: str = "<graph>",
-                   overrides: dict[str, dict[str, Any]] | None = None) -> GraphSpec:
+                   overrides: dict[str, dict[str, Any]] | None = None,
+                   origin: str = "params") -> GraphSpec:
     problems: list[str] = []
     for k in data:
         if k not in TOP_KEYS:
@@ -184,12 +191,7 @@ def validate_graph(data: dict, source: str = "<graph>",
             cls = registry[t]
         decls.append((nid, raw, cls))
 
-    overrides = overrides or {}
-    for nid, values in overrides.items():
-        if nid not in seen:
-            for name in values:
-                problems.append(f"--set {nid}.{name}: the graph has no node '{nid}'"
-                                f"{did_you_mean(nid, seen)} (its nodes: {', '.join(seen)})")
+    overrides = _check_overrides(overrides, seen, origin, problems)
 
     nodes: list[NodeDecl] = []
     for nid, raw, cls in decls:
@@ -204,7 +206,7 @@ def validate_graph(data: dict, source: str = "<graph>",
             else:
                 found: list[str] = []
                 params = build_params(cls, params_raw, f"{label}.params", found)
-                problems.extend(_mark_overridden(found, label, overrides.get(nid, {})))
+                problems.extend(_mark_overridden(found, nid, overrides.get(nid, {}), origin))
                 if params is not None and hasattr(cls, "validate_params"):
                     problems.extend(f"{label}.params.{p}" if not p.startswith(label) else p
                                     for p in cls.validate_params(params))
@@ -230,12 +232,45 @@ def validate_graph(data: dict, source: str = "<graph>",
                      description=str(data.get("description", "")))
 
 
-def _mark_overridden(found: list[str], label: str, values: dict[str, Any]) -> list[str]:
-    """Say which problems come from a ``--set`` on the command line, not from the file."""
+def _override_name(origin: str, nid: str, name: str) -> str:
+    return f"--set {nid}.{name}" if origin == "--set" else f"{origin}['{nid}']['{name}']"
+
+
+def _check_overrides(overrides: Any, seen: dict[str, int], origin: str,
+                     problems: list[str]) -> dict[str, dict[str, Any]]:
+    """The usable part of ``overrides``; a problem for each entry that names no node of the
+    graph or is not shaped ``{node: {param: value}}``."""
+    if not overrides:
+        return {}
+    if not isinstance(overrides, dict):
+        problems.append(f"{origin}: must be a dict {{node id: {{parameter: value}}}}, got "
+                        f"{type(overrides).__name__}")
+        return {}
+    good = {}
+    for nid, values in overrides.items():
+        if not isinstance(values, dict):
+            node, dot, name = str(nid).partition(".")
+            example = {node: {name: values}} if dot else {nid: {"threshold": 0.6}}
+            problems.append(f"{origin}['{nid}']: must be a dict of parameters, e.g. "
+                            f"{example!r}, got {values!r}")
+        elif nid not in seen:
+            for name in values:
+                problems.append(f"{_override_name(origin, nid, name)}: the graph has no node "
+                                f"'{nid}'{did_you_mean(nid, seen)} (its nodes: "
+                                f"{', '.join(seen)})")
+        else:
+            good[nid] = values
+    return good
+
+
+def _mark_overridden(found: list[str], nid: str, values: dict[str, Any],
+                     origin: str) -> list[str]:
+    """Say which problems come from an override (``--set``, ``params=``), not from the file."""
     out = []
     for msg in found:
-        name = msg[len(f"{label}.params."):].split(":", 1)[0]
-        out.append(f"{msg} (from --set {label[6:-1]}.{name})" if name in values else msg)
+        name = msg[len(f"nodes[{nid}].params."):].split(":", 1)[0]
+        out.append(f"{msg} (from {_override_name(origin, nid, name)})" if name in values
+                   else msg)
     return out
 
 

@@ -106,14 +106,24 @@ class Engine:
     :meth:`feed`. ``realtime=False`` runs as fast as possible and makes every worker queue block
     instead of dropping, so results equal an offline pass. ``max_seconds`` ends the stream (and
     drains every node) once that much audio has gone through, to the 10 ms quantum.
+    ``feed_idle_s`` > 0 makes a feed behave as a live microphone: when no audio has come for that
+    long, the graph goes on with silence at the wall clock's pace (so a VAD sees the speaker stop
+    when a remote client pauses or disconnects); 0 (default) waits for the application.
     """
 
     def __init__(self, spec: GraphSpec, *, input: str | Path | None = None,
                  realtime: bool = True, device: str | int | None = None,
                  output_device: str | int | None = None, backend: str | None = None,
                  quantum_ms: float | None = None, loop: bool = False,
-                 max_seconds: float | None = None):
-        self.spec = _substitute_sources(spec, input, device, output_device, backend, loop)
+                 max_seconds: float | None = None, feed_idle_s: float = 0.0):
+        if isinstance(input, str) and input != "feed" and not Path(input).exists():
+            from .node import did_you_mean
+
+            hint = did_you_mean(input, ["feed"])
+            if hint:
+                raise EngineError(f"input={input!r}: no such audio file{hint}")
+        self.spec = _substitute_sources(spec, input, device, output_device, backend, loop,
+                                        feed_idle_s)
         self.realtime = realtime
         #: end the stream after this much audio on the primary source's clock (exact to a quantum)
         self.max_seconds = max_seconds
@@ -144,9 +154,11 @@ class Engine:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_file(cls, path: str | Path, **kw: Any) -> Engine:
-        overrides = kw.pop("params", None)
-        return cls(load_graph(path, overrides), **kw)
+    def from_file(cls, path: str | Path, params: dict[str, dict[str, Any]] | None = None,
+                  **kw: Any) -> Engine:
+        """Load and validate a graph file; ``params`` overrides node parameters
+        (``{"asr": {"step_ms": 400}}``, checked like the file's own); ``kw`` as for Engine."""
+        return cls(load_graph(path, params), **kw)
 
     def _compile(self) -> None:
         order = self.spec.order()
@@ -242,15 +254,26 @@ class Engine:
         return off
 
     def feed(self, samples: np.ndarray) -> int:
-        """Push audio (frames x channels, float32, at the graph's source rate) into a graph made
-        with ``input="feed"``. Returns frames accepted (a full ring drops and counts the rest)."""
+        """Push audio (frames x channels at the graph's source rate; float in [-1, 1], or integer
+        PCM such as int16, scaled to that) into a started graph made with ``input="feed"``.
+        Waits while the feed's 30 s buffer is full, so nothing pushed is lost; returns the
+        frames accepted (fewer only if the engine stopped meanwhile)."""
         src = [s.node for s in self.sources if hasattr(s.node, "push")]
         if not src:
             raise EngineError("feed() needs an engine created with input=\"feed\"")
-        x = np.asarray(samples, dtype=np.float32)
+        if not self._started:
+            raise EngineError("feed() before start(): start the engine first")
+        x = np.asarray(samples)
+        if x.dtype.kind in "iu":  # integer PCM: full scale -> 1.0 (unsigned: offset midpoint)
+            info = np.iinfo(x.dtype)
+            mid = (int(info.max) + int(info.min) + 1) / 2
+            x = (x.astype(np.float64) - mid) / (int(info.max) + 1 - mid)
+        elif x.dtype.kind != "f":
+            raise EngineError(f"feed() takes float or integer PCM samples, got {x.dtype}")
+        x = np.asarray(x, dtype=np.float32)
         if x.ndim == 1:
             x = x[:, None]
-        return src[0].push(x)  # type: ignore[attr-defined]
+        return src[0].push(x, lambda: self.running)  # type: ignore[attr-defined]
 
     def end_feed(self) -> None:
         """Declare the end of fed audio: the graph drains and stops."""
@@ -662,7 +685,7 @@ def _safe_close(node: Node) -> None:
 
 
 def _substitute_sources(spec: GraphSpec, input: str | Path | None, device, output_device,
-                        backend, loop: bool) -> GraphSpec:
+                        backend, loop: bool, feed_idle_s: float = 0.0) -> GraphSpec:
     """Replace microphones by a file or feed source; apply device / backend overrides."""
     types_ = node_types()
     nodes = []
@@ -672,7 +695,8 @@ def _substitute_sources(spec: GraphSpec, input: str | Path | None, device, outpu
             if input == "feed":
                 cls = types_["source.feed"]
                 params = build_or_raise(cls, {"sample_rate": p.sample_rate,
-                                              "channels": p.channels}, n.id)
+                                              "channels": p.channels,
+                                              "idle_fill_s": feed_idle_s}, n.id)
                 n = replace(n, type=cls.type_name, cls=cls, params=params)
             elif input is not None:
                 cls = types_["source.file"]

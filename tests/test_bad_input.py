@@ -245,3 +245,22 @@ def test_no_input_device_falls_back_to_the_bundled_sample(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if "bundled speech sample" in ln]
     assert len(lines) == 1 and "no audio input device" in lines[0]
     assert "fellow americans" in r.stdout.lower(), r.stdout
+
+
+def test_embedding_overrides_and_input_mistakes_are_explained():
+    """Engine.from_file(params=...) is checked like --set, and its messages name params=."""
+    graph = REPO / "graphs" / "live_captions.toml"
+    cases = [({"asr.step_ms": 400}, "params['asr.step_ms']: must be a dict of parameters, "
+                                     "e.g. {'asr': {'step_ms': 400}}"),
+             ({"asrx": {"step_ms": 400}}, "params['asrx']['step_ms']: the graph has no node "
+                                          "'asrx' (did you mean 'asr'?)"),
+             ({"asr": {"stepms": 400}}, "(from params['asr']['stepms'])")]
+    for params, needle in cases:
+        with pytest.raises(GraphError) as ei:
+            Engine.from_file(graph, params=params)
+        assert needle in str(ei.value), str(ei.value)
+    from engine.errors import EngineError
+
+    with pytest.raises(EngineError, match=r"input='feeds': no such audio file \(did you mean "
+                                          r"'feed'\?\)"):
+        Engine.from_file(graph, input="feeds")

@@ -138,6 +138,55 @@ def test_feed_api_delivers_events_to_callbacks(tmp_path):
     assert threads == {"engine-dispatch"}
 
 
+def _fed_vad_events(x: np.ndarray, realtime: bool = False) -> tuple[list, dict]:
+    eng = Engine.from_file(REPO / "graphs" / "vad_monitor.toml", input="feed",
+                           realtime=realtime)
+    got: list[Event] = []
+    eng.on("vad.speech_*", got.append)
+    eng.start()
+    accepted = eng.feed(x)  # all at once
+    eng.end_feed()
+    assert eng.wait(120)
+    eng.stop()
+    st = eng.stats()
+    st["accepted"] = accepted
+    return [(e.type, e.sample) for e in got], st
+
+
+def test_feed_takes_long_and_integer_audio_without_loss(tmp_path, monkeypatch):
+    """One feed() of 44 s (more than the feed's 30 s buffer) waits for room instead of dropping
+    the rest; int16 PCM is scaled to [-1, 1) and gives exactly the float audio's events."""
+    monkeypatch.chdir(tmp_path)
+    x, sr = load_mono(shared("speech/jfk.flac"), 48000)
+    x4 = np.tile(x, 4)
+    ev, st = _fed_vad_events(x4)
+    assert st["accepted"] == len(x4) and st["nodes"]["mic"]["ring_overflow_frames"] == 0
+    assert abs(st["audio_seconds"] - len(x4) / sr) < 0.011
+    assert len(ev) >= 16
+    pcm = np.round(np.clip(x, -1, 32767 / 32768) * 32768).astype(np.int16)
+    ev16, _ = _fed_vad_events(pcm)
+    evf, _ = _fed_vad_events(pcm.astype(np.float32) / 32768)
+    assert ev16 == evf and len(ev16) == 8
+
+
+def test_feed_misuse_is_refused_clearly(tmp_path, monkeypatch):
+    from engine.errors import EngineError
+
+    monkeypatch.chdir(tmp_path)
+    eng = Engine.from_file(REPO / "graphs" / "vad_monitor.toml", input="feed")
+    with pytest.raises(EngineError, match=r"before start\(\)"):
+        eng.feed(np.zeros(480, np.float32))
+    eng.start()
+    with pytest.raises(EngineError, match="float or integer"):
+        eng.feed(np.array(["a", "b"]))
+    eng.feed(np.zeros(4800, np.float32))
+    eng.end_feed()
+    with pytest.raises(EngineError, match=r"after end_feed\(\)"):
+        eng.feed(np.zeros(480, np.float32))
+    assert eng.wait(30)
+    eng.stop()
+
+
 def test_bounded_memory_over_ten_minutes(tmp_path):
     """A 10-minute stream fed as fast as possible: RSS grows < 20 MB after warm-up."""
     src = shared("speech/librispeech-test-clean__1089-134686-0000.flac")

@@ -308,6 +308,48 @@ def test_ingest_s16le_speech_comes_back_as_captions(fed):
     assert srv.counters["ingest_frames"] >= 11 * 48000 and eng.running
 
 
+@needs_model
+def test_ingest_client_leaving_ends_its_caption(tmp_path, monkeypatch):
+    """`--ingest` runs the feed live (feed_idle_s): when the client stops sending (pause or
+    disconnect, no trailing silence sent) the graph goes on with silence at the wall clock's
+    pace, so the VAD sees the speaker stop and the last caption is finalised, not held until
+    Ctrl-C."""
+    monkeypatch.chdir(tmp_path)
+    eng = Engine(load_graph(GRAPH), input="feed", feed_idle_s=0.5)
+    srv = WebServer(eng, "127.0.0.1", 0).start()
+    eng.start()
+    base = srv.url.rstrip("/")
+    x, sr = load_mono(shared(JFK), 16000)
+    last = len(x) - sr + int(np.argmax(np.abs(x[-sr:])))
+    x = x[:last]  # the client leaves in the middle of the last word ("country")
+
+    def last_phrase(m: list[dict]) -> bool:
+        return any(f["type"] == "transcript.final" and f["start_sample"] > 7.5 * 16000
+                   for f in m)
+
+    async def main() -> tuple[list[dict], float]:
+        async with aiohttp.ClientSession() as s:
+            ev = await s.ws_connect(base + "/events")
+            msgs: list[dict] = []
+            await _stream_pcm(s, base, x, sr, speed=3.0)
+            left = time.monotonic()
+            await _collect(ev, msgs, last_phrase, 15.0)
+            await ev.close()
+            return msgs, time.monotonic() - left
+
+    try:
+        msgs, waited = _run(main())
+        st = eng.stats()
+    finally:
+        srv.stop()
+        eng.end_feed()
+        eng.stop()
+    assert last_phrase(msgs), _finals(msgs)
+    assert coverage(JFK_REF, _finals(msgs)) >= 0.6, _finals(msgs)
+    assert waited < 10.0, waited
+    assert st["nodes"]["mic"]["zero_filled_frames"] > 0.3 * 48000
+
+
 def test_hostport_and_cli_guards(capsys):
     from engine.cli import main
     from engine.web.server import parse_hostport
@@ -315,6 +357,11 @@ def test_hostport_and_cli_guards(capsys):
     assert parse_hostport("8765") == ("127.0.0.1", 8765)
     assert parse_hostport("0.0.0.0:9000") == ("0.0.0.0", 9000)
     assert parse_hostport("[::1]:9000") == ("::1", 9000)
+    for bad in ("99999", "127.0.0.1:70000", "host:http"):
+        with pytest.raises(ValueError, match="port"):
+            parse_hostport(bad)
+    assert main(["run", str(GRAPH), "--token", "x"]) == 2
+    assert "--token needs --serve" in capsys.readouterr().err
     assert main(["run", str(GRAPH), "--ingest"]) == 2
     assert "--ingest needs --serve" in capsys.readouterr().err
     assert main(["run", str(GRAPH), "--serve", "0.0.0.0:0"]) == 2
@@ -338,8 +385,8 @@ def test_token_and_overlay_page(fed):
                 assert r.status == 200
             async with s.get(base + "/captions?token=s3cret") as r:
                 assert r.status == 200 and 'class="overlay"' in await r.text()
-            async with s.get(base + "/static/style.css?token=s3cret") as r:
-                assert "background: transparent" in await r.text()
+            async with s.get(base + "/static/style.css") as r:  # page code: no token needed
+                assert r.status == 200 and "background: transparent" in await r.text()
             with pytest.raises(aiohttp.WSServerHandshakeError):
                 await s.ws_connect(base + "/events")
             ws = await s.ws_connect(base + "/events?token=s3cret")
@@ -433,7 +480,9 @@ async def _wait_for(ch: Chromium, expr: str, timeout: float) -> Any:
 @pytest.mark.slow
 def test_browser_live_page_shows_captions(tmp_path, monkeypatch):
     """Real speech followed by a real smoke alarm, streamed in real time through the captions +
-    sound-events graph: the page shows the caption text and the alarm on its timeline."""
+    sound-events graph: the page shows the caption text and the alarm on its timeline. Served
+    with a token, as a user serving beyond loopback must (the page's own script and stylesheet
+    load without it; its /events and /stats requests carry it)."""
     import soundfile as sf
     from scipy.signal import resample_poly
 
@@ -451,8 +500,8 @@ def test_browser_live_page_shows_captions(tmp_path, monkeypatch):
     eng = Engine(load_graph(REPO / "graphs" / "captions_and_sounds.toml"), input=wav,
                  realtime=True)
     eng.prepare()
-    srv = WebServer(eng, "127.0.0.1", 0).start()
-    ch = Chromium(srv.url)
+    srv = WebServer(eng, "127.0.0.1", 0, token="s3cret").start()
+    ch = Chromium(srv.url + "?token=s3cret")
     shot = tmp_path / "web_screenshot.png"
 
     async def main() -> tuple[str, Any]:

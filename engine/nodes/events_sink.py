@@ -83,4 +83,5 @@ class EventsSink(Node):
         self._out = None
 
     def stats(self) -> dict:
-        return {"events_written": self.written}
+        return {"events_written": self.written,
+                "files": [self.params.path] if self.params.path != "-" else []}

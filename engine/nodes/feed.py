@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import EngineError
 from ..node import AUDIO, AudioSpec, NodeIO, param, register
 from ._live import LiveSource
 
@@ -15,8 +17,11 @@ from ._live import LiveSource
 class FeedSource(LiveSource):
     """Frames pushed with :meth:`push` from one application thread (the ring's single producer).
 
-    The graph advances as audio arrives; ``end()`` lets it drain and finish. A full ring drops
-    the newest frames and counts them (``ring_overflow_frames``).
+    The graph advances as audio arrives; ``end()`` lets it drain and finish. ``push`` waits
+    while the ring is full (back-pressure: the graph consumes it), so no pushed audio is lost
+    (a caller that must not wait, the web server's /ingest, drops and counts instead).
+    With ``idle_fill_s`` > 0 the feed is live: after that long without audio the graph goes on
+    with silence at the wall clock's pace (counted in ``zero_filled_frames``).
     """
 
     type_name = "source.feed"
@@ -27,10 +32,15 @@ class FeedSource(LiveSource):
     class Params:
         sample_rate: int = param(16000, gt=0, doc="rate of the pushed audio")
         channels: int = param(1, gt=0, le=64, doc="channels of the pushed audio")
+        idle_fill_s: float = param(0.0, ge=0, le=60, doc="0: wait for audio; > 0: after this "
+                                   "long without audio, go on with silence in real time")
 
     def __init__(self, node_id: str, params: Params):
         super().__init__(node_id, params)
         self._ended = False
+        self._last_seen = 0
+        self._last_change = 0.0
+        self._idle_zero = 0  # zero_filled when the current idle stretch began
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         return {"audio": self._spec(self.params.sample_rate, self.params.channels)}
@@ -38,12 +48,26 @@ class FeedSource(LiveSource):
     def prepare(self, specs: dict[str, AudioSpec]) -> None:
         self._make_ring(specs["audio"])
 
-    def push(self, x: np.ndarray) -> int:
+    def push(self, x: np.ndarray, running: Callable[[], bool] = lambda: True) -> int:
+        """Write ``x`` (frames x channels); waits for room while ``running()`` holds."""
         if x.shape[1] != self.params.channels:
             raise ValueError(f"feed() got {x.shape[1]} channels, the graph expects "
                              f"{self.params.channels}")
-        assert self.ring is not None
-        return self.ring.write(x)
+        if self._ended:
+            raise EngineError("feed() after end_feed(): the stream has ended")
+        ring = self.ring
+        if ring is None:
+            raise EngineError("feed() before start(): start the engine first")
+        done = 0
+        while done < len(x):
+            room = ring.space
+            if room == 0:
+                if not running():
+                    break
+                time.sleep(0.002)
+                continue
+            done += ring.write(x[done:done + room])
+        return done
 
     def end(self) -> None:
         self._ended = True
@@ -52,12 +76,31 @@ class FeedSource(LiveSource):
         if self._ended:
             return False
         time.sleep(0.001)
-        return True
+        idle = self.params.idle_fill_s
+        if idle <= 0:
+            return True
+        w = self.ring.frames_written if self.ring is not None else 0
+        now = time.monotonic()
+        if w != self._last_seen or not self._last_change:
+            self._last_seen, self._last_change = w, now
+            self._idle_zero = self.zero_filled
+            return True
+        if now - self._last_change <= idle:
+            return True
+        # silence at the wall clock's pace since the audio stopped (as source.microphone does)
+        due = (now - self._last_change) * self.params.sample_rate
+        ahead = self.zero_filled - self._idle_zero + self.quantum_s * self.params.sample_rate
+        return ahead > due
 
     def process(self, io: NodeIO) -> None:
         assert self.ring is not None
         out = io.out("audio")
-        got = self.ring.read_into(out[: min(io.frames, len(out))])
+        want = min(io.frames, len(out))
+        got = self.ring.read_into(out[:want])
         if self._ended and self.ring.available == 0:
             self.finished = True
+        elif got < want and self.params.idle_fill_s > 0:  # live and idle: silence
+            out[got:want] = 0
+            self.zero_filled += want - got
+            got = want
         io.produced("audio", got)

@@ -134,4 +134,5 @@ class SubtitlesSink(Node):
                 Path(p.vtt).write_text(to_vtt(self.cues))
 
     def stats(self) -> dict:
-        return {"cues": len(getattr(self, "cues", []))}
+        return {"cues": len(getattr(self, "cues", [])),
+                "files": [f for f in (self.params.srt, self.params.vtt) if f]}

@@ -62,4 +62,5 @@ class WavSink(Node):
             self._f = None
 
     def stats(self) -> dict:
-        return {"frames_written": self.frames_written, "path": self.params.path}
+        return {"frames_written": self.frames_written, "path": self.params.path,
+                "files": [self.params.path]}

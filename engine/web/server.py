@@ -41,6 +41,7 @@ import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..dsp.resample import StreamingResampler
+from ..errors import EngineError
 from ..events import Event
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -60,14 +61,17 @@ def parse_hostport(text: str, default_host: str = "127.0.0.1",
     if not text:
         return default_host, default_port
     if text.isdigit():
-        return default_host, int(text)
+        return parse_hostport(f"{default_host}:{text}", default_host, default_port)
     host, sep, port = text.rpartition(":")
     if not sep:
         return text, default_port
     host = host.strip("[]") or default_host
     if port and not port.isdigit():
         raise ValueError(f"--serve {text!r}: the port must be a number")
-    return host, int(port) if port else default_port
+    p = int(port) if port else default_port
+    if p > 65535:
+        raise ValueError(f"--serve {text!r}: the port must be 0-65535, got {p}")
+    return host, p
 
 
 def is_loopback(host: str) -> bool:
@@ -236,7 +240,9 @@ class WebServer:
     # ------------------------------------------------------------------ HTTP
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if self.token:
+        # /static holds only the shipped page code (no data): a browser fetches it from the
+        # page's <script> / <link> tags, which carry no token
+        if self.token and not request.path.startswith("/static/"):
             got = request.query.get("token") or request.headers.get("X-Token", "")
             auth = request.headers.get("Authorization", "")
             if not got and auth.lower().startswith("bearer "):
@@ -408,7 +414,12 @@ class WebServer:
                     out = np.empty((rs.max_output(len(x)), out_ch), np.float32)
                     x = out[: rs.process(np.ascontiguousarray(x), out)]
                 if len(x):
-                    got = self.engine.feed(x)  # a ring write: this thread is its producer
+                    # a ring write (this thread is its producer) that never waits: a full ring
+                    # (the graph stopped consuming) drops and counts
+                    try:
+                        got = feed.node.push(x, lambda: False)
+                    except EngineError:  # not started yet, or ended
+                        got = 0
                     self.counters["ingest_frames"] += int(got)
                     self.counters["ingest_dropped_frames"] += len(x) - int(got)
             elif msg.type == WSMsgType.TEXT:
