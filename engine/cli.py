@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check graph files without running them")
     v.add_argument("graphs", nargs="+")
     v.set_defaults(func=cmd_validate)
+    for q in (r, v):
+        q.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py",
+                       help="import your own node types first (a module name or a .py file "
+                            "whose @register classes graph files can then use); repeatable")
 
     d = sub.add_parser("devices", help="list audio devices and their default rates")
     d.add_argument("--backend", default="sounddevice", choices=("sounddevice", "pyaudio"))
@@ -173,10 +177,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .graph import load_graph
     from .runtime import Engine
 
+    _load_plugins(args.plugin)
     spec = load_graph(args.graph, _overrides(args.set), origin="--set")
     stats_path = _check_writable(args.stats_json, "--stats-json") if args.stats_json else None
     has_mic = any(n.type == "source.microphone" for n in spec.nodes)
     inp = args.input
+    if (inp or args.ingest) and not has_mic:
+        flag = "--input" if inp else "--ingest"
+        raise EngineError(f"{flag} replaces the graph's source.microphone, and {args.graph} "
+                          "has none (its sources are fixed in the file)")
     realtime = not args.fast
     if args.token and not args.serve:
         raise EngineError("--token needs --serve: it guards the web server's requests")
@@ -202,6 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                  # a remote microphone: when its client pauses or leaves, time goes on in silence
                  feed_idle_s=0.5 if args.ingest else 0.0)
     eng.on("engine.xrun", _device_notice)
+    eng.on("engine.node_error", _node_error_notice)
     server = _start_server(args, eng) if args.serve else None
     view = None
     if not args.quiet and CONSOLE.tty:
@@ -257,6 +267,21 @@ def _without_speakers(spec: Any) -> Any:
     print(f"--fast: not playing to {', '.join(drop)} (sink.speaker runs in real time)",
           file=sys.stderr, flush=True)
     return replace(spec, nodes=tuple(n for n in spec.nodes if n.id not in drop))
+
+
+def _node_error_notice(ev: Any) -> None:
+    """A node raised (the graph goes on): say so, as the runtime reports it (the first three
+    errors of a node, then every 100th)."""
+    from .console import CONSOLE
+
+    CONSOLE.line(f"{ev.node}: error at {ev.time_s:.2f} s: {ev.message}")
+
+
+def _load_plugins(specs: list[str]) -> None:
+    from .node import load_plugin
+
+    for s in specs:
+        load_plugin(s)
 
 
 def _device_notice(ev: Any) -> None:
@@ -389,6 +414,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .graph import load_graph
     from .runtime import Engine
 
+    _load_plugins(args.plugin)
     bad = 0
     for g in args.graphs:
         try:

@@ -123,9 +123,17 @@ class NodeIO:
 
     def produced(self, port: str, frames: int) -> None:
         """Report how many frames were written to the start of ``out(port)``."""
+        if not 0 <= frames <= len(self._out[port]):
+            raise ValueError(f"produced({port!r}, {frames}): must be 0..{len(self._out[port])} "
+                             "(the output buffer's length)")
         self._produced[port] = frames
 
     def emit(self, port: str, event: Event) -> None:
+        """Send ``event`` (an :class:`~engine.events.Event`, stamped with its absolute
+        ``sample`` on its ``sample_rate`` clock) on event port ``port``."""
+        if not isinstance(event, Event):
+            raise TypeError(f"emit({port!r}, ...) takes an engine.events.Event, got "
+                            f"{type(event).__name__}")
         self._events_out[port].append(event)
 
 
@@ -198,18 +206,119 @@ class Node:
 _REGISTRY: dict[str, type[Node]] = {}
 
 
-def register(cls: type[Node]) -> type[Node]:
-    """Class decorator: make a node type available to graph files under ``cls.type_name``."""
-    if not cls.type_name:
-        raise TypeError(f"{cls.__name__} has no type_name")
+def register(cls: type[Node] | None = None, *, replace: bool = False):
+    """Class decorator: make a node type available to graph files under ``cls.type_name``.
+
+    Checks the class as a node author would want at import time (not when a graph loads):
+    a ``type_name``, port kinds AUDIO / EVENTS, ``Params`` a frozen dataclass whose defaults
+    pass their own ranges. A ``type_name`` already taken by another class is refused unless
+    ``@register(replace=True)`` (deliberately shadowing a built-in)."""
+    if cls is None:
+        return lambda c: register(c, replace=replace)
+    _check_node_class(cls)
+    if not cls.__module__.startswith(f"{__package__}.nodes"):
+        from . import nodes  # noqa: F401  (built-ins first, so a clash is seen now)
+    old = _REGISTRY.get(cls.type_name)
+    same = old is not None and (old.__module__, old.__qualname__) == (cls.__module__,
+                                                                     cls.__qualname__)
+    if old is not None and not same and not replace:
+        raise TypeError(f"node type '{cls.type_name}' ({cls.__module__}.{cls.__qualname__}) is "
+                        f"already registered by {old.__module__}.{old.__qualname__}: choose "
+                        "another type_name, or @register(replace=True) to shadow it")
     _REGISTRY[cls.type_name] = cls
     return cls
 
 
+def _check_node_class(cls: type) -> None:
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if not (isinstance(cls, type) and issubclass(cls, Node)):
+        raise TypeError(f"{name}: @register takes a subclass of engine.node.Node")
+    if not cls.type_name:
+        raise TypeError(f"{name} has no type_name (e.g. type_name = \"dsp.my_node\")")
+    for side in ("inputs", "outputs"):
+        for port, kind in getattr(cls, side).items():
+            if kind not in (AUDIO, EVENTS):
+                raise TypeError(f"{name}.{side}[{port!r}]: port kind must be AUDIO or EVENTS "
+                                f"(engine.node), got {kind!r}")
+    P = getattr(cls, "Params", None)
+    if P is None or not dataclasses.is_dataclass(P):
+        raise TypeError(f"{name}.Params must be a @dataclass(frozen=True) of param(...) fields")
+    if not P.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        raise TypeError(f"{name}.Params must be frozen: @dataclass(frozen=True)")
+    for f in dataclasses.fields(P):
+        m, d = f.metadata, f.default
+        if not m or d is dataclasses.MISSING or not isinstance(d, (int, float)) \
+                or isinstance(d, bool):
+            continue
+        for key, ok in (("gt", d > m["gt"] if m.get("gt") is not None else True),
+                        ("ge", d >= m["ge"] if m.get("ge") is not None else True),
+                        ("lt", d < m["lt"] if m.get("lt") is not None else True),
+                        ("le", d <= m["le"] if m.get("le") is not None else True)):
+            if not ok:
+                raise TypeError(f"{name}.Params.{f.name}: default {d} breaks its own range "
+                                f"({key} {m[key]})")
+
+
 def node_types() -> dict[str, type[Node]]:
+    """Every registered node type: the built-ins, those of installed packages that declare the
+    entry-point group ``audio_engine.nodes``, and modules loaded with :func:`load_plugin`."""
     from . import nodes  # noqa: F401  (imports every node module, which registers it)
 
+    _load_entry_points()
     return dict(_REGISTRY)
+
+
+_ENTRY_POINTS_LOADED = False
+
+
+def _load_entry_points() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="audio_engine.nodes"):
+        try:
+            ep.load()
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not hide the built-ins
+            import warnings
+
+            warnings.warn(f"audio_engine.nodes entry point {ep.name!r} ({ep.value}) failed to "
+                          f"load: {e!r}", stacklevel=2)
+
+
+def load_plugin(spec: str) -> None:
+    """Import a module of node types: a module name (``mypkg.nodes``) or a ``.py`` file path.
+    Its ``@register`` classes become available to graph files."""
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from .errors import EngineError
+
+    path = Path(spec)
+    try:
+        if spec.endswith(".py") or path.exists():
+            if not path.is_file():
+                raise EngineError(f"--plugin {spec}: no such file")
+            name = f"audio_engine_plugin_{path.stem}"
+            mod_spec = importlib.util.spec_from_file_location(name, path)
+            assert mod_spec is not None and mod_spec.loader is not None
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.modules[name] = module
+            mod_spec.loader.exec_module(module)
+        else:
+            importlib.import_module(spec)
+    except EngineError:
+        raise
+    except ModuleNotFoundError as e:
+        raise EngineError(f"--plugin {spec}: {e} (give a module on sys.path or a .py file)")\
+            from None
+    except Exception as e:  # noqa: BLE001 - the author's bug, shown as one line
+        raise EngineError(f"--plugin {spec}: importing it raised {type(e).__name__}: {e}")\
+            from None
 
 
 def did_you_mean(name: str, options) -> str:

@@ -201,6 +201,21 @@ class Engine:
             except EngineError as e:
                 problems.append(f"nodes[{st.id}]: {e}")
                 continue
+            except Exception as e:  # noqa: BLE001 - a bug in the node: one line, with its path
+                problems.append(f"nodes[{st.id}] ({st.decl.type}): negotiate() raised "
+                                f"{type(e).__name__}: {e}")
+                continue
+            if not isinstance(out_specs, dict):
+                problems.append(f"nodes[{st.id}] ({st.decl.type}): negotiate() must return a "
+                                f"dict of output port -> AudioSpec, got {out_specs!r}")
+                continue
+            lost = [p for p, k in st.node.outputs.items() if k == AUDIO
+                    and p not in out_specs and p not in in_specs]
+            if lost:
+                problems.append(f"nodes[{st.id}] ({st.decl.type}): negotiate() gave no format "
+                                f"for audio output {', '.join(map(repr, lost))} (return "
+                                "{port: AudioSpec(...)} for every audio output)")
+                continue
             st.specs = {**in_specs, **out_specs}
         if problems:
             raise GraphError(self.spec.source, problems)
@@ -229,6 +244,9 @@ class Engine:
                 st.node.prepare(st.specs)
             except EngineError as e:
                 errors.append((st, e))
+            except Exception as e:  # noqa: BLE001 - a bug in the node: one line, with its path
+                errors.append((st, EngineError(f"nodes[{st.id}] ({st.decl.type}): prepare() "
+                                               f"raised {type(e).__name__}: {e}")))
         if errors:
             for st in self._states:
                 _safe_close(st.node)

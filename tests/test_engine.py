@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import psutil
 import pytest
 import soundfile as sf
 
+from engine.errors import GraphError
 from engine.events import Event
 from engine.graph import load_graph, parse_graph
 from engine.node import AUDIO, AudioSpec, Node, NodeIO, register
@@ -335,3 +337,105 @@ def test_event_log_marks_each_session(tmp_path, monkeypatch):
     assert len(first) == len(second) == 8  # 4 speech segments, started + stopped
     assert [d["sample"] for d in first] == [d["sample"] for d in second]
     assert lines[0]["started_at"].endswith("+00:00")
+
+
+# ------------------------------------------------------------------ extending: your own nodes
+
+
+def test_cli_loads_a_users_node_module(tmp_path):
+    """`--plugin FILE.py` (or a module name) registers a user's node types for run / validate;
+    without it the type is unknown (with the message saying so)."""
+    import subprocess
+    import sys
+
+    plugin = REPO / "tests" / "data" / "plugin_meter.py"
+    g = tmp_path / "g.toml"
+    g.write_text('[[nodes]]\nid="mic"\ntype="source.microphone"\nparams={sample_rate=16000}\n'
+                 '[[nodes]]\nid="m"\ntype="test.meter"\nin={audio="mic.audio"}\n'
+                 '[[nodes]]\nid="log"\ntype="sink.events"\nin={events="m.events"}\n'
+                 'params={path="-"}\n')
+    cli = [sys.executable, "-m", "engine.cli"]
+    r = subprocess.run([*cli, "validate", str(g)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown node type 'test.meter'" in r.stderr, r.stderr
+    r = subprocess.run([*cli, "run", str(g), "--plugin", str(plugin), "--input",
+                        str(shared("speech/jfk.flac")), "--fast", "--quiet"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    levels = [json.loads(x) for x in r.stdout.splitlines() if '"meter.level"' in x]
+    assert len(levels) == 11 and all(-60 < d["db"] < 0 for d in levels), r.stdout
+    r = subprocess.run([*cli, "validate", str(g), "--plugin", "no_such_module_xyz"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--plugin no_such_module_xyz" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_register_checks_a_node_class_when_it_is_defined():
+    from engine.node import EVENTS, param
+
+    def make(type_name="test.checked", kind=AUDIO, frozen=True, default=1.0):
+        @dataclass(frozen=frozen)
+        class Params:
+            x: float = param(default, ge=0, le=10)
+
+        return type("N", (Node,), {"type_name": type_name, "inputs": {"audio": kind},
+                                   "outputs": {"events": EVENTS}, "Params": Params,
+                                   "__module__": "user_nodes"})
+
+    register(make())
+    register(make())  # the same class again (a module reloaded): fine
+    cases = [(make("dsp.gain"), "already registered by engine.nodes.gain"),
+             (make(kind="Audio"), "port kind must be AUDIO or EVENTS"),
+             (make(frozen=False), "must be frozen"),
+             (make(default=50.0), "default 50.0 breaks its own range (le 10)")]
+    for cls, needle in cases:
+        with pytest.raises(TypeError, match=re.escape(needle)):
+            register(cls)
+
+
+@register
+class _NoFormat(Node):
+    """Test-only: forgets to give its renamed audio output a format."""
+
+    type_name = "test.no_format"
+    inputs = {"audio": AUDIO}
+    outputs = {"out": AUDIO}
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+
+@register
+class _BadNegotiate(_NoFormat):
+    type_name = "test.bad_negotiate"
+
+    def negotiate(self, inputs):
+        return {"out": inputs["audio_in"]}  # a typo: KeyError
+
+
+@register
+class _EmitsDicts(_Exploding):
+    type_name = "test.emits_dicts"
+    outputs = {"audio": AUDIO, "events": "events"}
+
+    def process(self, io: NodeIO) -> None:
+        io.emit("events", {"type": "oops"})  # not an Event
+
+
+def test_node_author_mistakes_are_reported_with_their_path(tmp_path):
+    wav = tmp_path / "in.wav"
+    sf.write(wav, np.zeros(16000, np.float32), 16000)
+    base = (f'[[nodes]]\nid="src"\ntype="source.file"\nparams={{path="{wav}"}}\n'
+            '[[nodes]]\nid="n"\ntype="TYPE"\nin={audio="src.audio"}\n')
+    for t, needle in (("test.no_format", "negotiate() gave no format for audio output 'out'"),
+                      ("test.bad_negotiate", "negotiate() raised KeyError: 'audio_in'")):
+        with pytest.raises(GraphError) as ei:
+            Engine(parse_graph(base.replace("TYPE", t)), realtime=False)
+        assert f"nodes[n] ({t}): {needle}" in str(ei.value), str(ei.value)
+    eng = Engine(parse_graph(base.replace("TYPE", "test.emits_dicts")), realtime=False)
+    errors: list[Event] = []
+    eng.on("engine.node_error", errors.append)
+    eng.run()
+    assert errors and "takes an engine.events.Event, got dict" in errors[0].message

@@ -40,6 +40,14 @@ class LiveSource(Node):
         time.sleep(0.001)
         return True
 
+    def _silence_due(self, since: float, zero_start: int, rate: int) -> bool:
+        """While no audio comes: True when the silence delivered since the wall-clock time
+        ``since`` (``zero_filled`` was ``zero_start`` then) has fallen behind the wall clock, so
+        the next quantum should be silence; this keeps the audio clock in step with the room."""
+        due = (time.monotonic() - since) * rate
+        ahead = self.zero_filled - zero_start + self.quantum_s * rate
+        return ahead <= due
+
     def process(self, io: NodeIO) -> None:
         assert self.ring is not None
         out = io.out("audio")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..console import CONSOLE
 from ..events import Event
 from ..node import EVENTS, AudioSpec, Node, NodeIO, param, register
@@ -16,7 +18,9 @@ def describe(ev: Event) -> str:
     skip = {"type", "time_s", "sample", "sample_rate", "node"}
     fields = []
     for k, v in d.items():
-        if k in skip or v in ("", (), [], None):
+        if isinstance(v, np.generic):  # a node's numpy scalar (np.float64 from np.log10, ...)
+            v = v.item()
+        if k in skip or (isinstance(v, (str, tuple, list)) and not v) or v is None:
             continue
         if k.endswith("_sample") and ev.sample_rate:
             k, v = k[: -len("_sample")] + "_s", round(v / ev.sample_rate, 2)

@@ -88,9 +88,7 @@ class FeedSource(LiveSource):
         if now - self._last_change <= idle:
             return True
         # silence at the wall clock's pace since the audio stopped (as source.microphone does)
-        due = (now - self._last_change) * self.params.sample_rate
-        ahead = self.zero_filled - self._idle_zero + self.quantum_s * self.params.sample_rate
-        return ahead > due
+        return not self._silence_due(self._last_change, self._idle_zero, self.params.sample_rate)
 
     def process(self, io: NodeIO) -> None:
         assert self.ring is not None

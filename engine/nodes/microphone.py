@@ -84,10 +84,9 @@ class Microphone(DeviceStream, LiveSource):
                 self._stall_zero = self.zero_filled
                 self._begin_reopen()
             # silence at the pace of the wall clock since the audio stopped (the first call
-            # catches up the stall timeout), so the audio clock keeps time with the room
-            due = (now - self._last_change) * self.params.sample_rate
-            ahead = self.zero_filled - self._stall_zero + self.quantum_s * self.params.sample_rate
-            return ahead > due
+            # catches up the stall timeout)
+            return not self._silence_due(self._last_change, self._stall_zero,
+                                         self.params.sample_rate)
         return True
 
     def _begin_reopen(self) -> None:
