@@ -6,6 +6,7 @@ blocks, flush) without audio hardware, so a node's behaviour can be checked for 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,14 +22,21 @@ class NodeRun:
     specs: dict[str, AudioSpec] = field(default_factory=dict)
 
 
-def run_node(node: Node, audio: np.ndarray | None, sample_rate: int, block: int,
-             events: dict[str, list[Event]] | None = None, port: str = "audio",
-             flush: bool = True) -> NodeRun:
-    """Push ``audio`` (frames x channels, or 1-D) through ``node`` in blocks of ``block`` frames.
+def run_node(node: Node, audio: np.ndarray | None, sample_rate: int,
+             block: int | Sequence[int], events: dict[str, list[Event]] | None = None,
+             port: str = "audio", flush: bool = True) -> NodeRun:
+    """Push ``audio`` (frames x channels, or 1-D) through ``node`` in blocks of ``block`` frames,
+    or of the sizes in a sequence, cycled (``[0, 1, 480, 17]``: irregular blocks, empty ones
+    included, as a resampler upstream delivers them; the node is prepared for the largest).
 
     ``events`` maps input event ports to events; each is delivered in the block containing its
     ``sample``. Returns all audio produced per output port and all events per output port.
     """
+    sizes = [block] if isinstance(block, int) else list(block)
+    if not sizes or max(sizes) < 1 or min(sizes) < 0:
+        raise ValueError(f"block: a size >= 1 or a sequence of sizes >= 0 with one >= 1, "
+                         f"got {block!r}")
+    block = max(sizes)
     in_specs: dict[str, AudioSpec] = {}
     if audio is not None:
         if audio.ndim == 1:
@@ -59,8 +67,11 @@ def run_node(node: Node, audio: np.ndarray | None, sample_rate: int, block: int,
 
     total = len(audio) if audio is not None else 0
     pos = 0
+    k = 0
     while pos < total or (audio is None and pending):
-        end = min(pos + block, total) if audio is not None else pos + block
+        size = sizes[k % len(sizes)] if audio is not None else block
+        k += 1
+        end = min(pos + size, total) if audio is not None else pos + block
         io._in = {port: audio[pos:end]} if audio is not None else {}
         io.start = {port: pos}
         evin: dict[str, list[Event]] = {}

@@ -439,3 +439,25 @@ def test_node_author_mistakes_are_reported_with_their_path(tmp_path):
     eng.on("engine.node_error", errors.append)
     eng.run()
     assert errors and "takes an engine.events.Event, got dict" in errors[0].message
+
+
+def test_example_plugin_is_block_size_invariant():
+    """The README's example node, driven by run_node as a node author would check theirs:
+    regular blocks of 1 / 160 / 480 / 1024 frames and irregular ones with empty blocks give the
+    same levels at the same samples, and the audio passes through unchanged."""
+    import sys
+
+    from engine.node import load_plugin
+    from engine.testing import run_node
+
+    load_plugin(str(REPO / "tests" / "data" / "plugin_meter.py"))  # as --plugin does
+    mod = sys.modules["audio_engine_plugin_plugin_meter"]
+    x, sr = load_mono(shared("speech/jfk.flac"), 16000)
+    x = x[: 4 * sr + 1234]
+    runs = {}
+    for block in (1, 160, 480, 1024, (0, 1, 480, 17, 0, 1024)):
+        r = run_node(mod.Meter("m", mod.Meter.Params(every_s=0.5)), x, sr, block)
+        runs[block] = [(e.sample, round(e.db, 9)) for e in r.events["events"]]
+        assert np.array_equal(r.audio["audio"][:, 0], x)
+    first = runs[1]
+    assert len(first) == 8 and all(v == first for v in runs.values()), runs
