@@ -210,6 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                  max_seconds=args.duration,
                  # a remote microphone: when its client pauses or leaves, time goes on in silence
                  feed_idle_s=0.5 if args.ingest else 0.0)
+    _announce_monitors(eng.spec)
     eng.on("engine.xrun", _device_notice)
     eng.on("engine.node_error", _node_error_notice)
     server = _start_server(args, eng) if args.serve else None
@@ -267,6 +268,17 @@ def _without_speakers(spec: Any) -> Any:
     print(f"--fast: not playing to {', '.join(drop)} (sink.speaker runs in real time)",
           file=sys.stderr, flush=True)
     return replace(spec, nodes=tuple(n for n in spec.nodes if n.id not in drop))
+
+
+def _announce_monitors(spec: Any) -> None:
+    """Say which sound groups each monitor listens for (groups replace the defaults when set;
+    extra_groups add to them): a monitor that silently lost its alarm group is dangerous."""
+    from .nodes.sound_events import all_groups
+
+    for n in spec.nodes:
+        if n.type == "sound.yamnet":
+            print(f"{n.id}: listening for {', '.join(all_groups(n.params))}", file=sys.stderr,
+                  flush=True)
 
 
 def _node_error_notice(ev: Any) -> None:

@@ -46,8 +46,10 @@ class ConsoleSink(Node):
     @dataclass(frozen=True)
     class Params:
         include: list[str] = param(["*"], doc="event type patterns to print")
-        exclude: list[str] = param(["vad.probability", "sound.scores", "transcript.partial"],
-                                   doc="event type patterns to leave out")
+        exclude: list[str] = param(["vad.probability", "sound.scores", "transcript.partial",
+                                    "engine.node_error"],
+                                   doc="event type patterns to leave out (the command line "
+                                       "prints node errors itself)")
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         return {}

@@ -73,12 +73,14 @@ import json
 import logging
 import math
 import queue
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -156,6 +158,8 @@ class _GroupState:
     patches: int = 0
     max_score: float = 0.0
     last_stop: int = -(1 << 62)
+    #: top classes of the patch that opened the run (reported when min_duration confirms it)
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -226,7 +230,7 @@ class EventDecider:
     def from_params(cls, params: Any, class_names: list[str], hop_frames: int) -> EventDecider:
         """The decider a ``sound.yamnet`` node with ``params`` uses (hop in 10 ms frames)."""
         index = {n: i for i, n in enumerate(class_names)}
-        groups = {g: [index[n] for n in cl] for g, cl in params.groups.items()}
+        groups = {g: [index[n] for n in cl] for g, cl in all_groups(params).items()}
         per_group = {**DEFAULT_THRESHOLDS, **params.thresholds} if params.default_thresholds \
             else dict(params.thresholds)
         th = {g: tuple(per_group.get(g, (params.on_threshold, params.off_threshold)))
@@ -309,7 +313,7 @@ class EventDecider:
                     if not st.confirmed and st.patches >= self.min_patches:
                         st.confirmed = True
                         out.append(Decision("started", g, st.start, st.max_score,
-                                            top_classes=self._top(gi, scores)))
+                                            top_classes=st.top))
                     continue
                 self._stop(gi, self.stop_sample(p, st.start), out)
             v_on = float(on_vals[gi])
@@ -320,10 +324,10 @@ class EventDecider:
                     t0 = self._localise(p, j, t0, st)
                 st.active, st.confirmed = True, False
                 st.start, st.patches, st.max_score = t0, 1, v_on
+                st.top = self._top(gi, scores)
                 if self.min_patches <= 1:
                     st.confirmed = True
-                    out.append(Decision("started", g, t0, v_on,
-                                        top_classes=self._top(gi, scores)))
+                    out.append(Decision("started", g, t0, v_on, top_classes=st.top))
         self._past[p % len(self._past)] = s
         return out
 
@@ -446,7 +450,7 @@ class _Background:
                 self._handler(job)
             except Exception as e:  # noqa: BLE001 - a side output must never kill the node
                 msg = f"{self._t.name}: {type(e).__name__}: {e}"
-                log.warning(msg)
+                log.info(msg)  # reported as engine.node_error
                 self._errors.append(msg)
             finally:
                 with self._lock:
@@ -521,7 +525,10 @@ class SoundEvents(Node):
                                    doc="seconds between 0.96 s patches (rounded to 10 ms)")
         groups: dict = param(DEFAULT_GROUPS,
                              doc="group name -> list of AudioSet class names (display names "
-                                 "of yamnet_class_map.csv); a group scores the max of its classes")
+                                 "of yamnet_class_map.csv); a group scores the max of its "
+                                 "classes. Setting it replaces the default groups")
+        extra_groups: dict = param({}, doc="groups added to `groups` (the defaults unless "
+                                           "replaced), e.g. { kettle = [\"Whistle\"] }")
         on_threshold: float = param(0.5, gt=0.0, le=1.0, doc="score that opens an event")
         off_threshold: float = param(0.3, ge=0.0, le=1.0, doc="score below which it closes")
         thresholds: dict = param({}, doc="per-group [on, off] overriding the two above (and "
@@ -567,7 +574,9 @@ class SoundEvents(Node):
         inside ``params`` (``groups.alarm: unknown AudioSet class 'Sirne' (did you mean
         'Siren'?)``). Loads only the class map, never the model."""
         problems: list[str] = []
-        groups = params.groups
+        if not isinstance(params.extra_groups, dict):
+            problems.append("extra_groups: must be a table of group = [AudioSet class names]")
+        groups = all_groups(params) if isinstance(params.groups, dict) else params.groups
         if class_names is None:
             try:
                 class_names = _class_map_for(params)
@@ -577,16 +586,18 @@ class SoundEvents(Node):
         if not isinstance(groups, dict) or not groups:
             problems.append("groups: must be a table of group = [AudioSet class names]")
             groups = {}
+        extra = params.extra_groups if isinstance(params.extra_groups, dict) else {}
         for g, names in groups.items():
+            where = f"{'extra_groups' if g in extra else 'groups'}.{g}"
             if not isinstance(names, (list, tuple)) or not names \
                     or not all(isinstance(n, str) for n in names):
-                problems.append(f"groups.{g}: must be a non-empty list of AudioSet class names")
+                problems.append(f"{where}: must be a non-empty list of AudioSet class names")
                 continue
             if class_names is None:
                 continue
             for n in names:
                 if n not in known:
-                    problems.append(f"groups.{g}: unknown AudioSet class '{n}'"
+                    problems.append(f"{where}: unknown AudioSet class '{n}'"
                                     f"{_class_hint(n, class_names)}")
         if params.off_threshold > params.on_threshold:
             problems.append(f"off_threshold: must be <= on_threshold ({params.on_threshold}), "
@@ -635,7 +646,8 @@ class SoundEvents(Node):
         self._ring: np.ndarray | None = None
         self._clips: dict[str, dict[str, Any]] = {}
         self._counts = dict(patches=0, events=0, clips_written=0, clips_failed=0,
-                            webhook_posted=0, webhook_failed=0, errors_reported=0)
+                            webhook_posted=0, webhook_failed=0, errors_reported=0,
+                            undelivered_at_end=0)
         self._infer_s = 0.0
         self.rate = SAMPLE_RATE
 
@@ -722,6 +734,16 @@ class SoundEvents(Node):
             for d in self._decider.finish(self._last_patch, self._pos):
                 self._emit(io, d)
         self._clip_progress(final=True)
+        # the stream ends: give queued clips / posts their time, then say what did not make it
+        p = self.params
+        for label, b, wait in (("evidence clip(s) not saved", self._evidence, 10.0),
+                               ("webhook post(s) not delivered", self._webhook,
+                                min(10.0, p.webhook_timeout_s * (p.webhook_retries + 1) + 1.0))):
+            if b is not None and not b.wait_idle(wait):
+                self._counts["undelivered_at_end"] += b.pending
+                self._report(f"{b.pending} {label} when the stream ended (still in progress "
+                             f"after {wait:.0f} s)")
+        self._drain_errors(io)
 
     def _patch(self, io: NodeIO, p: int, patch: np.ndarray) -> None:
         assert self._model is not None and self._decider is not None
@@ -754,7 +776,8 @@ class SoundEvents(Node):
             if self._ring is not None:
                 pre = int(self.params.pre_roll_s * self.rate)
                 self._clips[d.group] = {"from": max(0, d.sample - pre), "start": d.sample,
-                                        "event": ev.to_dict(), "wall": time.time()}
+                                        "event": ev.to_dict(), "wall": time.time(),
+                                        "utc": self._utc(d.sample)}
         else:
             ev = SoundEventStopped(self._abs(d.sample), self.rate, self.id, group=d.group,
                                    start_sample=self._abs(d.start_sample),
@@ -765,7 +788,14 @@ class SoundEvents(Node):
                 clip["done"] = True
         io.emit("events", ev)
         if self._webhook is not None:
-            self._webhook.submit(json.dumps(ev.to_dict()).encode())
+            self._webhook.submit(json.dumps({**ev.to_dict(), "utc": self._utc(d.sample),
+                                             "host": socket.gethostname()}).encode())
+
+    def _utc(self, sample: int) -> str:
+        """Wall-clock time (UTC, ISO 8601) of stream sample ``sample``: now, less how far the
+        stream has gone past it (exact for a live microphone)."""
+        t = time.time() - max(self._pos - sample, 0) / self.rate
+        return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
 
     # ------------------------------------------------------------------ evidence
     def _ring_write(self, x: np.ndarray) -> None:
@@ -813,7 +843,8 @@ class SoundEvents(Node):
             meta = {"node": self.id, "group": g, "sample_rate": self.rate,
                     "clip_start_sample": self._abs(c["from"]), "pre_roll_s":
                     (c["start"] - c["from"]) / self.rate, "started": c["event"],
-                    "stopped": c.get("stopped"), "truncated": bool(full and not c.get("done"))}
+                    "stopped": c.get("stopped"), "truncated": bool(full and not c.get("done")),
+                    "utc": c["utc"]}
             name = "{}_{}_{}_{:.2f}s".format(time.strftime("%Y%m%d-%H%M%S",
                                                            time.localtime(c["wall"])),
                                              self.id, g, self._abs(c["start"]) / self.rate)
@@ -845,7 +876,7 @@ class SoundEvents(Node):
                     pass
             msg = (f"evidence clip {name} not saved in {folder}: "
                    f"{getattr(e, 'strerror', None) or e}")
-            log.warning("%s: %s", self.id, msg)
+            log.info("%s: %s", self.id, msg)  # reported as engine.node_error
             self._errors.append(msg)
 
     # ------------------------------------------------------------------ webhook
@@ -873,7 +904,7 @@ class SoundEvents(Node):
                 last = str(getattr(e, "reason", None) or e)
         self._inc("webhook_failed")
         msg = f"webhook POST to {p.webhook_url} failed after {attempt + 1} attempt(s): {last}"
-        log.warning("%s: %s", self.id, msg)
+        log.info("%s: %s", self.id, msg)  # reported as engine.node_error
         self._errors.append(msg)
 
     # ------------------------------------------------------------------ errors, stats, close
@@ -882,7 +913,7 @@ class SoundEvents(Node):
             self._counts[key] += 1
 
     def _report(self, msg: str) -> None:
-        log.warning("%s: %s", self.id, msg)
+        log.info("%s: %s", self.id, msg)  # reported as engine.node_error
         self._errors.append(msg)
 
     def _drain_errors(self, io: NodeIO) -> None:
@@ -922,17 +953,27 @@ class SoundEvents(Node):
         self._model = None
 
 
+def all_groups(params: Any) -> dict[str, list[str]]:
+    """The groups a node listens for: ``groups`` plus ``extra_groups`` (which wins on a name)."""
+    extra = params.extra_groups if isinstance(params.extra_groups, dict) else {}
+    return {**params.groups, **extra}
+
+
 def _class_hint(name: str, class_names: list[str]) -> str:
-    hint = did_you_mean(name, class_names)
-    if hint:
-        return hint
+    """Case first, then a display name that holds ``name`` as one of its comma-separated
+    parts ('Smoke alarm' -> 'Smoke detector, smoke alarm', 'Baby cry' -> 'Baby cry, infant
+    cry'), then a name that contains it, then the closest spelling."""
+    key = name.strip().lower()
     low = {n.lower(): n for n in class_names}
-    if name.lower() in low:
-        return f" (did you mean '{low[name.lower()]}'?)"
-    for n in class_names:  # 'Smoke alarm' -> 'Smoke detector, smoke alarm'
-        if name.lower() in n.lower():
+    if key in low:
+        return f" (did you mean '{low[key]}'?)"
+    for n in class_names:
+        if key in (part.strip().lower() for part in n.split(",")):
             return f" (did you mean '{n}'?)"
-    return ""
+    for n in class_names:
+        if key and key in n.lower():
+            return f" (did you mean '{n}'?)"
+    return did_you_mean(name, class_names)
 
 
 def offline_decisions(model: YamnetModel, waveform: np.ndarray, params: Any
