@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-fallback", action="store_true",
                    help="fail instead of streaming the bundled sample when no input exists")
     r.add_argument("--quiet", action="store_true",
-                   help="no live status line and no summary at the end (events still print)")
+                   help="no live status line, start-up notes or summary at the end (events "
+                        "still print)")
     r.add_argument("--serve", nargs="?", const="127.0.0.1:8765", metavar="[HOST:]PORT",
                    help="serve the live web page and WebSocket API (default 127.0.0.1:8765)")
     r.add_argument("--token", help="with --serve: token required on every request "
@@ -210,7 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                  max_seconds=args.duration,
                  # a remote microphone: when its client pauses or leaves, time goes on in silence
                  feed_idle_s=0.5 if args.ingest else 0.0)
-    _announce_monitors(eng.spec)
+    if not args.quiet:
+        _announce_monitors(eng.spec)
     eng.on("engine.xrun", _device_notice)
     eng.on("engine.node_error", _node_error_notice)
     server = _start_server(args, eng) if args.serve else None
@@ -402,6 +404,14 @@ def _summary(stats: dict[str, Any]) -> str:
                       " s of silence)")
         if n.get("errors"):
             extra += f", errors {n['errors']}"
+        if "events_by_group" in n:  # a sound monitor: what it heard, and its side outputs
+            heard = ", ".join(f"{g} {k}" for g, k in n["events_by_group"].items()) or "none"
+            extra += f"; sound events: {heard}"
+            for key, label in (("clips_written", "clips saved"), ("clips_failed", "not saved"),
+                               ("webhook_posted", "webhook posts"),
+                               ("webhook_failed", "failed")):
+                if n.get(key):
+                    extra += f", {label} {n[key]}"
         lines.append(f"  {nid:<12} {n['type']:<18} cpu {n['cpu_mean_ms']:.3f} ms mean, "
                      f"{n['cpu_p99_ms']:.3f} ms p99, {n['cpu_max_ms']:.3f} ms max{extra}")
     # wall-clock latency means something only when the audio arrived in real time

@@ -423,7 +423,7 @@ def test_extra_groups_add_to_the_defaults_and_the_cli_says_what_it_listens_for(t
     assert [e.group for e in added if isinstance(e, SoundEventStarted)] == ["alarm"]
     r = subprocess.run([sys.executable, "-m", "engine.cli", "run",
                         str(REPO / "graphs" / "sound_monitor.toml"), "--input", str(SMOKE_ALARM),
-                        "--fast", "--quiet", "--set",
+                        "--fast", "--set",
                         'monitor.extra_groups={kettle=["Whistle", "Boiling"]}'],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr

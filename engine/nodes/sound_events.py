@@ -649,6 +649,7 @@ class SoundEvents(Node):
                             webhook_posted=0, webhook_failed=0, errors_reported=0,
                             undelivered_at_end=0)
         self._infer_s = 0.0
+        self._by_group: dict[str, int] = {}
         self.rate = SAMPLE_RATE
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
@@ -773,6 +774,7 @@ class SoundEvents(Node):
             ev = SoundEventStarted(self._abs(d.sample), self.rate, self.id, group=d.group,
                                    score=round(d.score, 4), top_classes=d.top_classes)
             self._counts["events"] += 1
+            self._by_group[d.group] = self._by_group.get(d.group, 0) + 1
             if self._ring is not None:
                 pre = int(self.params.pre_roll_s * self.rate)
                 self._clips[d.group] = {"from": max(0, d.sample - pre), "start": d.sample,
@@ -936,6 +938,7 @@ class SoundEvents(Node):
         with self._count_lock:
             d: dict[str, Any] = dict(self._counts)
         d["inference_ms_per_patch"] = round(1e3 * self._infer_s / max(1, d["patches"]), 3)
+        d["events_by_group"] = dict(self._by_group)
         for label, b in (("clips", self._evidence), ("webhook", self._webhook)):
             if b is not None:
                 d[f"{label}_dropped"] = b.dropped
