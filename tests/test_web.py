@@ -132,6 +132,37 @@ def test_events_and_stats_while_a_file_streams(tmp_path, monkeypatch):
     assert stats["web"]["clients"] == 1
 
 
+@needs_model
+def test_a_late_client_gets_recent_captions_again(tmp_path, monkeypatch):
+    """A page opened (or reloaded) after the speech still shows its captions: /events first
+    replays the recent finals and sound events, marked replay, each once."""
+    monkeypatch.chdir(tmp_path)
+    eng = Engine(load_graph(GRAPH), input=shared(JFK), realtime=False)
+    srv = WebServer(eng, "127.0.0.1", 0).start()
+    base = srv.url.rstrip("/")
+    eng.start()
+    assert eng.wait(120)
+    eng.stop()
+
+    async def main() -> list[dict]:
+        async with aiohttp.ClientSession() as s:
+            ws = await s.ws_connect(base + "/events")
+            msgs: list[dict] = []
+            await _collect(ws, msgs, lambda m: False, 1.0)
+            await ws.close()
+            return msgs
+
+    try:
+        msgs = _run(main())
+    finally:
+        srv.stop()
+    finals = [m for m in msgs if m["type"] == "transcript.final"]
+    assert len(finals) == eng.stats()["events"]["transcript.final"] >= 3
+    assert all(m["replay"] is True for m in finals)
+    assert [m["sample"] for m in finals] == sorted(m["sample"] for m in finals)
+    assert coverage(JFK_REF, _finals(msgs)) >= 0.6, _finals(msgs)
+
+
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory):
     """A captions engine fed through /ingest, with its server (small client queue)."""

@@ -10,8 +10,10 @@ Routes:
 * ``/`` the live page, ``/captions`` a caption-only overlay (transparent background),
   ``/static/...`` their plain HTML/CSS/JS (no build step);
 * ``/events`` (WebSocket): every event as JSON (``Event.to_dict()``), except
-  ``vad.probability``; the server adds ``{"type": "engine.level", "level": rms, "db": dB,
-  "audio_seconds": s}`` ten times a second for the input meter;
+  ``vad.probability``. A client that connects (or reconnects, or reloads the page) first gets
+  the last ``HISTORY`` captions and sound events again, marked ``"replay": true``, so an alarm
+  that began before it joined is shown. The server adds ``{"type": "engine.level", "level":
+  rms, "db": dB, "audio_seconds": s}`` ten times a second for the input meter;
 * ``/stats``: ``engine.stats()`` as JSON, plus ``"web"`` (clients, drops, ingest counters);
 * ``/ingest`` (WebSocket, only when the engine was made with ``input="feed"``): the first message
   is JSON ``{"rate": 16000, "format": "s16le" | "f32le", "channels": 1}``, then binary frames of
@@ -33,6 +35,7 @@ import hmac
 import json
 import math
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,6 +50,9 @@ from ..events import Event
 STATIC = Path(__file__).resolve().parent / "static"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 SKIP = {"vad.probability"}
+#: events a client gets again when it connects (the last HISTORY of them)
+REPLAYED = {"transcript.final", "sound.started", "sound.stopped"}
+HISTORY = 200
 MAX_MSG = 1 << 20
 MAX_CLIENTS = 32
 CLIENT_QUEUE = 256
@@ -108,6 +114,7 @@ class WebServer:
         self.max_msg_size = max_msg_size
         self.client_queue = client_queue
         self._clients: set[_Client] = set()
+        self._history: deque[str] = deque(maxlen=HISTORY)  # loop thread only
         self._sockets = 0  # open WebSockets, events and ingest together
         self._ingest_busy = False
         self.counters = {"clients_total": 0, "clients_refused": 0, "slow_dropped": 0,
@@ -200,7 +207,8 @@ class WebServer:
     # ------------------------------------------------------------------ engine side
     def _on_event(self, ev: Event) -> None:
         """Dispatcher thread: serialise once, hand to the loop. Never blocks."""
-        if ev.type in SKIP or not self._clients:
+        keep = ev.type in REPLAYED
+        if ev.type in SKIP or not (self._clients or keep):
             return
         try:
             msg = json.dumps(ev.to_dict(), default=str)
@@ -210,11 +218,15 @@ class WebServer:
         if loop is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(self._fanout, msg)
+            loop.call_soon_threadsafe(self._fanout, msg, keep)
         except RuntimeError:  # loop closing
             pass
 
-    def _fanout(self, msg: str) -> None:
+    def _fanout(self, msg: str, keep: bool = False) -> None:
+        # history and client set change only on the loop thread, so a client that connects
+        # gets each event once: in its replay or live
+        if keep:
+            self._history.append(msg)
         for c in list(self._clients):
             if c.dropped:
                 continue
@@ -297,6 +309,9 @@ class WebServer:
         if not isinstance(ws, web.WebSocketResponse):
             return ws
         c = _Client(ws, request, self.client_queue)
+        replay = list(self._history)[-max(self.client_queue // 2, 1):]
+        for msg in replay:  # JSON objects: mark them as replayed
+            c.queue.put_nowait(msg[:-1] + ', "replay": true}')
         self._clients.add(c)
         c.task = asyncio.ensure_future(self._writer(c))
         try:

@@ -93,7 +93,10 @@
   let retry = 500;
   function connect() {
     const ws = new WebSocket(wsBase + "/events" + q);
-    ws.onopen = () => { retry = 500; setConn(true, "live"); };
+    ws.onopen = () => {  // the server replays recent captions and sound events first
+      retry = 500; setConn(true, "live");
+      $("finals").replaceChildren(); sounds.length = 0;
+    };
     ws.onmessage = (m) => { try { onEvent(JSON.parse(m.data)); } catch (e) { console.error(e); } };
     ws.onclose = (e) => {
       setConn(false, "disconnected" + (e.reason ? ": " + e.reason : ""));
