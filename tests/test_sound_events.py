@@ -589,9 +589,23 @@ def test_confirmed_event_reports_the_classes_that_opened_it():
     """With min_duration_s an event is confirmed patches after it opened; its top classes are
     those of the opening patch (they used to come from the confirming one: 'Dog (0.05)' on an
     event whose score was 0.50)."""
-    x = _clip(EVENTS_DIR / "sherpa-audiotagging__12.wav")  # a dog barking
-    events = run_node(_node(min_duration_s=0.5, cooldown_s=0.0), x, 16000, 480).events["events"]
+    x, _ = load_mono(EVENTS_DIR / "ibm-max__dog.wav", 16000)  # a dog whining and barking
+    events = run_node(_node(min_duration_s=0.3, cooldown_s=0.0), x, 16000, 480).events["events"]
     started = [e for e in events if isinstance(e, SoundEventStarted)]
     assert started
     for e in started:
         assert e.top_classes[0][1] == pytest.approx(e.score, abs=0.01), e
+
+
+@needs_model
+@needs_clips
+def test_min_duration_drops_short_sounds():
+    """min_duration_s counts patches where the sound itself scores: single barks (one patch
+    each, held open by 'hold' smoothing for two more) are dropped at 0.5 s, kept at 0."""
+    x = _clip(EVENTS_DIR / "sherpa-audiotagging__12.wav")  # separate barks
+
+    def starts(m: float) -> int:
+        ev = run_node(_node(min_duration_s=m, cooldown_s=0.0), x, 16000, 480).events["events"]
+        return sum(isinstance(e, SoundEventStarted) for e in ev)
+
+    assert starts(0.0) >= 3 and starts(0.5) == 0

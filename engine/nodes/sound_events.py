@@ -308,7 +308,10 @@ class EventDecider:
             v = float(s[gi])
             if st.active:
                 if v >= self.off[gi]:
-                    st.patches += 1
+                    # min_duration counts patches where the sound itself scores (with 'hold',
+                    # the raw score: the held tail of one loud patch is not a longer sound)
+                    if float(on_vals[gi]) >= self.off[gi]:
+                        st.patches += 1
                     st.max_score = max(st.max_score, v)
                     if not st.confirmed and st.patches >= self.min_patches:
                         st.confirmed = True
