@@ -426,9 +426,9 @@ def _summary(stats: dict[str, Any]) -> str:
                                               sorted(stats["events"].items())))
     files = [f for n in stats["nodes"].values() for f in n.get("files", [])]
     if files:
-        lines.append("  wrote: " + ", ".join(files) + " (relative to the current directory)"
-                     if any(not Path(f).is_absolute() for f in files) else
-                     "  wrote: " + ", ".join(files))
+        rel = any(not Path(f).is_absolute() for f in files)
+        lines.append("  wrote: " + ", ".join(files)
+                     + (" (relative to the current directory)" if rel else ""))
     return "\n".join(lines)
 
 

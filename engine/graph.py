@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GraphError
-from .node import AUDIO, Node, did_you_mean, node_types
+from .node import AUDIO, Node, did_you_mean, node_types, range_violation
 
 try:
     import tomllib
@@ -468,12 +468,8 @@ def _check_range(v: Any, m: typing.Mapping[str, Any]) -> str:
         extra = did_you_mean(str(v), [str(c) for c in m["choices"]])
         return f"must be one of {', '.join(map(str, m['choices']))}, got {v!r}{extra}"
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        if m.get("gt") is not None and not v > m["gt"]:
-            return f"must be > {m['gt']}, got {v}"
-        if m.get("ge") is not None and not v >= m["ge"]:
-            return f"must be >= {m['ge']}, got {v}"
-        if m.get("lt") is not None and not v < m["lt"]:
-            return f"must be < {m['lt']}, got {v}"
-        if m.get("le") is not None and not v <= m["le"]:
-            return f"must be <= {m['le']}, got {v}"
+        bad = range_violation(v, m)
+        if bad:
+            op = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[bad[0]]
+            return f"must be {op} {bad[1]}, got {v}"
     return ""

@@ -84,6 +84,20 @@ def param(
     return dataclasses.field(default=default, metadata=meta)
 
 
+_BOUNDS = (("gt", lambda v, b: v > b), ("ge", lambda v, b: v >= b),
+           ("lt", lambda v, b: v < b), ("le", lambda v, b: v <= b))
+
+
+def range_violation(value: float, meta) -> tuple[str, float] | None:
+    """The first bound of a :func:`param`'s metadata that ``value`` breaks, as ``(key, bound)``
+    (``("le", 40)``), or None."""
+    for key, holds in _BOUNDS:
+        bound = meta.get(key)
+        if bound is not None and not holds(value, bound):
+            return key, bound
+    return None
+
+
 class NodeIO:
     """What ``process`` sees for one quantum. Owned by the runtime and reused (no allocation)."""
 
@@ -246,17 +260,12 @@ def _check_node_class(cls: type) -> None:
     if not P.__dataclass_params__.frozen:  # type: ignore[attr-defined]
         raise TypeError(f"{name}.Params must be frozen: @dataclass(frozen=True)")
     for f in dataclasses.fields(P):
-        m, d = f.metadata, f.default
-        if not m or d is dataclasses.MISSING or not isinstance(d, (int, float)) \
-                or isinstance(d, bool):
-            continue
-        for key, ok in (("gt", d > m["gt"] if m.get("gt") is not None else True),
-                        ("ge", d >= m["ge"] if m.get("ge") is not None else True),
-                        ("lt", d < m["lt"] if m.get("lt") is not None else True),
-                        ("le", d <= m["le"] if m.get("le") is not None else True)):
-            if not ok:
+        d = f.default
+        if f.metadata and isinstance(d, (int, float)) and not isinstance(d, bool):
+            bad = range_violation(d, f.metadata)
+            if bad:
                 raise TypeError(f"{name}.Params.{f.name}: default {d} breaks its own range "
-                                f"({key} {m[key]})")
+                                f"({bad[0]} {bad[1]})")
 
 
 def node_types() -> dict[str, type[Node]]:

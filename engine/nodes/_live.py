@@ -26,6 +26,9 @@ class LiveSource(Node):
         self.ring: AudioRing | None = None
         self.finished = False
         self.zero_filled = 0
+        self._last_seen = 0  # ring.frames_written at the last look
+        self._last_change = 0.0  # wall-clock time audio last arrived (0: not looked yet)
+        self._idle_zero = 0  # zero_filled then
 
     def _spec(self, rate: int, channels: int) -> AudioSpec:
         return AudioSpec(rate, channels, math.ceil(rate * self.quantum_s) + 1)
@@ -40,12 +43,24 @@ class LiveSource(Node):
         time.sleep(0.001)
         return True
 
-    def _silence_due(self, since: float, zero_start: int, rate: int) -> bool:
-        """While no audio comes: True when the silence delivered since the wall-clock time
-        ``since`` (``zero_filled`` was ``zero_start`` then) has fallen behind the wall clock, so
-        the next quantum should be silence; this keeps the audio clock in step with the room."""
-        due = (time.monotonic() - since) * rate
-        ahead = self.zero_filled - zero_start + self.quantum_s * rate
+    def _idle_s(self) -> float:
+        """Seconds since audio last arrived in the ring; 0.0 on a look that finds new audio
+        (the first look starts the count)."""
+        w = self.ring.frames_written if self.ring is not None else 0
+        now = time.monotonic()
+        if w != self._last_seen or not self._last_change:
+            self._last_seen, self._last_change = w, now
+            self._idle_zero = self.zero_filled
+            return 0.0
+        return now - self._last_change
+
+    def _silence_due(self) -> bool:
+        """While no audio comes: True when the silence delivered since audio last arrived has
+        fallen behind the wall clock, so the next quantum should be silence; this keeps the
+        audio clock in step with the room."""
+        rate = self.params.sample_rate
+        due = (time.monotonic() - self._last_change) * rate
+        ahead = self.zero_filled - self._idle_zero + self.quantum_s * rate
         return ahead <= due
 
     def process(self, io: NodeIO) -> None:

@@ -38,9 +38,6 @@ class FeedSource(LiveSource):
     def __init__(self, node_id: str, params: Params):
         super().__init__(node_id, params)
         self._ended = False
-        self._last_seen = 0
-        self._last_change = 0.0
-        self._idle_zero = 0  # zero_filled when the current idle stretch began
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         return {"audio": self._spec(self.params.sample_rate, self.params.channels)}
@@ -76,29 +73,16 @@ class FeedSource(LiveSource):
         if self._ended:
             return False
         time.sleep(0.001)
-        idle = self.params.idle_fill_s
-        if idle <= 0:
-            return True
-        w = self.ring.frames_written if self.ring is not None else 0
-        now = time.monotonic()
-        if w != self._last_seen or not self._last_change:
-            self._last_seen, self._last_change = w, now
-            self._idle_zero = self.zero_filled
-            return True
-        if now - self._last_change <= idle:
+        fill = self.params.idle_fill_s
+        if fill <= 0:
             return True
         # silence at the wall clock's pace since the audio stopped (as source.microphone does)
-        return not self._silence_due(self._last_change, self._idle_zero, self.params.sample_rate)
+        return self._idle_s() <= fill or not self._silence_due()
 
     def process(self, io: NodeIO) -> None:
         assert self.ring is not None
-        out = io.out("audio")
-        want = min(io.frames, len(out))
-        got = self.ring.read_into(out[:want])
-        if self._ended and self.ring.available == 0:
+        # the last frames of an ended feed end the stream: no silence after them (a short
+        # block is otherwise a live feed's idle gap, which LiveSource fills)
+        if self._ended and self.ring.available <= min(io.frames, len(io.out("audio"))):
             self.finished = True
-        elif got < want and self.params.idle_fill_s > 0:  # live and idle: silence
-            out[got:want] = 0
-            self.zero_filled += want - got
-            got = want
-        io.produced("audio", got)
+        super().process(io)

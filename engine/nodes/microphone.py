@@ -42,8 +42,6 @@ class Microphone(DeviceStream, LiveSource):
     def __init__(self, node_id: str, params: Params):
         super().__init__(node_id, params)
         self.stream = None
-        self._last_seen = 0
-        self._last_change = 0.0
         self._stalled = False
         self._overflows_reported = 0
         self._stall_reported = False
@@ -71,22 +69,18 @@ class Microphone(DeviceStream, LiveSource):
 
     def wait_more(self) -> bool:
         time.sleep(0.001)
-        w = self.ring.frames_written if self.ring else 0
-        now = time.monotonic()
-        if w != self._last_seen:
-            self._last_seen = w
-            self._last_change = now
+        idle = self._idle_s()
+        if idle == 0.0:  # audio arrived
             self._stalled = False
             return True
-        if now - self._last_change > self.params.stall_timeout_s:
+        if idle > self.params.stall_timeout_s:
             if not self._stalled:
                 self._stalled = True
                 self._stall_zero = self.zero_filled
                 self._begin_reopen()
             # silence at the pace of the wall clock since the audio stopped (the first call
             # catches up the stall timeout)
-            return not self._silence_due(self._last_change, self._stall_zero,
-                                         self.params.sample_rate)
+            return not self._silence_due()
         return True
 
     def _begin_reopen(self) -> None:

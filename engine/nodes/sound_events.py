@@ -739,10 +739,7 @@ class SoundEvents(Node):
                 self._emit(io, d)
         self._clip_progress(final=True)
         # the stream ends: give queued clips / posts their time, then say what did not make it
-        p = self.params
-        for label, b, wait in (("evidence clip(s) not saved", self._evidence, 10.0),
-                               ("webhook post(s) not delivered", self._webhook,
-                                min(10.0, p.webhook_timeout_s * (p.webhook_retries + 1) + 1.0))):
+        for label, b, wait in self._side_outputs():
             if b is not None and not b.wait_idle(wait):
                 self._counts["undelivered_at_end"] += b.pending
                 self._report(f"{b.pending} {label} when the stream ended (still in progress "
@@ -932,7 +929,7 @@ class SoundEvents(Node):
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until queued evidence clips and webhook posts are done (tests, shutdown)."""
         ok = True
-        for b in (self._evidence, self._webhook):
+        for _, b, _ in self._side_outputs():
             if b is not None:
                 ok = b.wait_idle(timeout) and ok
         return ok
@@ -948,14 +945,19 @@ class SoundEvents(Node):
                 d[f"{label}_pending"] = b.pending
         return d
 
-    def close(self) -> None:
+    def _side_outputs(self) -> tuple[tuple[str, Any, float], ...]:
+        """(what is lost if it does not finish, its worker or None, how long it may take at the
+        end of the stream) for the evidence clips and the webhook."""
         p = self.params
-        if self._evidence is not None:
-            self._evidence.close(10.0)
-            self._evidence = None
-        if self._webhook is not None:
-            self._webhook.close(min(10.0, p.webhook_timeout_s * (p.webhook_retries + 1) + 1.0))
-            self._webhook = None
+        return (("evidence clip(s) not saved", self._evidence, 10.0),
+                ("webhook post(s) not delivered", self._webhook,
+                 min(10.0, p.webhook_timeout_s * (p.webhook_retries + 1) + 1.0)))
+
+    def close(self) -> None:
+        for _, b, wait in self._side_outputs():
+            if b is not None:
+                b.close(wait)
+        self._evidence = self._webhook = None
         self._model = None
 
 
