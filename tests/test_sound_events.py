@@ -242,7 +242,7 @@ def test_streaming_decision_equals_offline_pass(clip, group):
 
 
 def _decider(**kw):
-    from engine.nodes.sound_events import EventDecider
+    from engine.dsp.sound_event_logic import EventDecider
 
     args = dict(groups={"g": [0]}, class_names=["a", "b"], thresholds={"g": (0.5, 0.3)},
                 hop_samples=3840, smoothing="hold", smoothing_patches=3)
@@ -311,13 +311,13 @@ def test_onset_localisation_keeps_the_grid_stamp_without_a_rise():
 
 
 def test_default_per_group_thresholds_and_their_overrides():
-    from engine.nodes.sound_events import DEFAULT_THRESHOLDS, EventDecider, SoundEvents
+    from engine.nodes.sound_events import DEFAULT_THRESHOLDS, SoundEvents, decider_for
 
     names = ["Dog", "Siren"] + [f"c{i}" for i in range(519)]
     groups = {"dog": ["Dog"], "alarm": ["Siren"]}
 
     def th(**kw):
-        d = EventDecider.from_params(SoundEvents.Params(groups=groups, **kw), names, 24)
+        d = decider_for(SoundEvents.Params(groups=groups, **kw), names, 24)
         return {g: (float(d.on[i]), float(d.off[i])) for i, g in enumerate(d.names)}
 
     assert DEFAULT_THRESHOLDS["dog"] == [0.3, 0.15]

