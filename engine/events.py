@@ -44,16 +44,25 @@ class Event:
 
 @dataclass(frozen=True)
 class SpeechStarted(Event):
+    """Speech began at ``sample`` (``speech_pad_ms`` of pre-roll included). Emitted once
+    ``min_speech_ms`` of speech confirmed it, so it arrives that much (plus a window) later;
+    ``probability`` is the VAD's score of the window that opened it."""
+
     type: ClassVar[str] = "vad.speech_started"
     probability: float = 0.0
 
 
 @dataclass(frozen=True)
 class SpeechStopped(Event):
-    """Speech ended at ``sample``; ``start_sample`` is where it began (pre-roll included)."""
+    """Speech ended: ``[start_sample, sample)`` is the segment, ``speech_pad_ms`` of padding
+    included on both sides (what the VAD's ``speech`` port carries); ``speech_end_sample`` is
+    where the speech itself stopped (``sample`` less the end padding). Emitted once
+    ``min_silence_ms`` of silence confirmed the end. The recogniser's final for this segment
+    has the same ``start_sample``."""
 
     type: ClassVar[str] = "vad.speech_stopped"
     start_sample: int = 0
+    speech_end_sample: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,15 +87,33 @@ class TranscriptPartial(Event):
 
 @dataclass(frozen=True)
 class TranscriptFinal(Event):
-    """A finished utterance; ``sample`` is its end on the audio clock."""
+    """A finished utterance ``[start_sample, sample)`` on the audio clock (the VAD segment,
+    padding included); ``speech_end_sample`` is where the speech ended without the padding
+    (the VAD's ``speech_end_sample``; a cut at ``max_window_s`` ends at the cut)."""
 
     type: ClassVar[str] = "transcript.final"
     text: str = ""
     start_sample: int = 0
+    speech_end_sample: int = 0
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     language: str = ""
     words: tuple[tuple[str, float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class TranscriptSkipped(Event):
+    """A speech segment ``[start_sample, sample)`` that gets no final: ``reason`` is
+    ``too_short`` (under ``min_utterance_ms``), ``no_speech`` (Whisper's no-speech rule),
+    ``low_confidence`` (or empty text), ``repetition`` or ``compression`` (a looping decode);
+    ``text`` is the rejected hypothesis, if any. With it, every segment the recogniser takes
+    ends in exactly one ``transcript.final`` or ``transcript.skipped`` at its end (a segment
+    longer than ``max_window_s`` is cut into parts, each ending in one of the two)."""
+
+    type: ClassVar[str] = "transcript.skipped"
+    start_sample: int = 0
+    reason: str = ""
+    text: str = ""
 
 
 @dataclass(frozen=True)

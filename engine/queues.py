@@ -53,6 +53,15 @@ class BoundedQueue:
             self._cv.notify_all()
             return not dropped
 
+    def clear(self) -> int:
+        """Drop every queued item (counted as drops); returns how many."""
+        with self._cv:
+            n = len(self._q)
+            self._q.clear()
+            self.drops += n
+            self._cv.notify_all()
+            return n
+
     def get(self, timeout: float | None = None) -> Any:
         """Dequeue the oldest item; raises TimeoutError if none arrives in ``timeout``."""
         with self._cv:

@@ -15,10 +15,13 @@ A node's exception becomes an ``engine.node_error`` event; the graph keeps runni
 
 from __future__ import annotations
 
+import atexit
 import fnmatch
+import logging
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -43,6 +46,21 @@ from .queues import BoundedQueue
 
 _STOP = object()
 _FLUSH = object()
+
+log = logging.getLogger("engine")
+
+#: engines started and not yet ended: stopped (without draining) when the interpreter exits, so
+#: native threads (onnxruntime, PortAudio) are not torn down in the middle of their work
+_LIVE: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_engines() -> None:
+    for eng in list(_LIVE):
+        try:
+            eng.stop(drain=False, timeout=5.0)
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
 
 
 class _Timing:
@@ -122,6 +140,11 @@ class Engine:
             hint = did_you_mean(input, ["feed"])
             if hint:
                 raise EngineError(f"input={input!r}: no such audio file{hint}")
+        if feed_idle_s < 0:
+            raise EngineError(f"feed_idle_s must be >= 0, got {feed_idle_s}")
+        if feed_idle_s and input != "feed":
+            raise EngineError("feed_idle_s applies to input=\"feed\" only (a microphone is "
+                              "live already, a file has its own end)")
         self.spec = _substitute_sources(spec, input, device, output_device, backend, loop,
                                         feed_idle_s)
         self.realtime = realtime
@@ -149,6 +172,10 @@ class Engine:
         self.audio_seconds = 0.0
         self.input_level = 0.0
         self.error: BaseException | None = None
+        #: SystemExit / KeyboardInterrupt raised in a callback: stops the engine, raised again
+        #: by wait() / run() on the application's thread
+        self._callback_exit: BaseException | None = None
+        self.last_callback_error: str | None = None
         self._states: list[_NodeState] = []
         self._compile()
 
@@ -259,8 +286,24 @@ class Engine:
     # ------------------------------------------------------------------ public API
     def on(self, pattern: str, callback: Callable[[Event], Any]) -> Callable[[], None]:
         """Call ``callback(event)`` for events whose type matches ``pattern`` (``"*"``,
-        ``"transcript.final"``, ``"vad.*"``). Runs on the dispatcher thread, never the audio
-        thread. Returns a function that unsubscribes."""
+        ``"transcript.final"``, ``"vad.*"``; the types are listed in :mod:`engine.events`).
+        Returns a function that unsubscribes.
+
+        Callbacks run one at a time on the engine's dispatcher thread, never on the audio or
+        DSP threads, so a slow callback delays later events but never the audio. An exception
+        in a callback is logged (logger ``engine``, with its traceback) and counted
+        (``stats()["events"]["engine.callback_error"]``); later events are still delivered.
+        ``sys.exit()`` or ``KeyboardInterrupt`` in a callback stops the engine and is raised
+        again by :meth:`wait` / :meth:`run`. A callback may call :meth:`stop` (it returns at
+        once there); it must not wait for a thread that is itself waiting in :meth:`stop`.
+        A pattern that matches no known event type is logged as a warning (a typo such as
+        ``"transcript.finals"`` would otherwise never fire)."""
+        known = known_event_types()
+        if not any(fnmatch.fnmatchcase(t, pattern) for t in known):
+            from .node import did_you_mean
+
+            log.warning("Engine.on(%r): no event type matches%s", pattern,
+                        did_you_mean(pattern, sorted(known)))
         item = (pattern, callback)
         with self._subs_lock:
             self._subs.append(item)
@@ -271,30 +314,111 @@ class Engine:
                     self._subs.remove(item)
         return off
 
-    def feed(self, samples: np.ndarray) -> int:
-        """Push audio (frames x channels at the graph's source rate; float in [-1, 1], or integer
-        PCM such as int16, scaled to that) into a started graph made with ``input="feed"``.
-        Waits while the feed's 30 s buffer is full, so nothing pushed is lost; returns the
-        frames accepted (fewer only if the engine stopped meanwhile)."""
+    @property
+    def feed_format(self) -> tuple[int, int]:
+        """``(sample_rate, channels)`` that :meth:`feed` expects without conversion."""
+        p = self._feed_source().params
+        return int(p.sample_rate), int(p.channels)
+
+    def _feed_source(self) -> Any:
         src = [s.node for s in self.sources if hasattr(s.node, "push")]
         if not src:
             raise EngineError("feed() needs an engine created with input=\"feed\"")
+        return src[0]
+
+    def feed(self, samples: Any, rate: int | None = None) -> int:
+        """Push audio into a started graph made with ``input="feed"``; call it from one thread.
+
+        ``samples``: a NumPy array, frames x channels (1-D for mono), float in [-1, 1] or
+        integer PCM (int16, int32, uint8: full scale becomes 1.0). ``rate``: its sample rate,
+        if not the graph's (:attr:`feed_format`); it is then resampled, and the rate must stay
+        the same for the whole stream. More channels than a mono graph expects are averaged.
+        Waits while the feed's 30 s buffer is full, so nothing pushed is lost. Returns the
+        frames accepted at the graph's rate (fewer only if the engine stopped meanwhile).
+        Raises :class:`EngineError` on misuse (not started, already ended, wrong shape)."""
+        src = self._feed_source()
         if not self._started:
             raise EngineError("feed() before start(): start the engine first")
-        x = np.asarray(samples)
+        if getattr(src, "_ended", False):
+            raise EngineError("feed() after end_feed(): the stream has ended")
+        if self._done.is_set() or self._stop.is_set():
+            raise EngineError("feed() after the engine stopped: the audio would be lost")
+        want_rate, want_ch = self.feed_format
+        x = self._as_frames(samples, want_ch)
+        if rate is not None and int(rate) != want_rate:
+            x = self._feed_resample(x, int(rate), want_rate)
+        elif getattr(self, "_feed_rs", None) is not None:
+            raise EngineError(f"feed(): rate changed from {self._feed_rs[0]} Hz to "
+                              f"{rate or want_rate} Hz in the middle of the stream")
+        return src.push(x, lambda: self.running)
+
+    def _as_frames(self, samples: Any, channels: int) -> np.ndarray:
+        """``samples`` as float32 frames x ``channels`` (see :meth:`feed`)."""
+        if not isinstance(samples, np.ndarray):
+            x = np.asarray(samples)
+            if x.dtype.kind in "iu":  # a Python list of ints: which PCM width is unknowable
+                raise EngineError("feed() got a list of integers: pass a NumPy array with "
+                                  "the PCM's dtype (np.asarray(data, np.int16)) or floats in "
+                                  "[-1, 1]")
+        else:
+            x = samples
         if x.dtype.kind in "iu":  # integer PCM: full scale -> 1.0 (unsigned: offset midpoint)
             info = np.iinfo(x.dtype)
             mid = (int(info.max) + int(info.min) + 1) / 2
             x = (x.astype(np.float64) - mid) / (int(info.max) + 1 - mid)
         elif x.dtype.kind != "f":
-            raise EngineError(f"feed() takes float or integer PCM samples, got {x.dtype}")
-        x = np.asarray(x, dtype=np.float32)
+            hint = " (raw PCM bytes: np.frombuffer(data, np.int16))" if x.dtype.kind == "S" \
+                else ""
+            raise EngineError(f"feed() takes float or integer PCM samples, got {x.dtype}{hint}")
         if x.ndim == 1:
             x = x[:, None]
-        return src[0].push(x, lambda: self.running)  # type: ignore[attr-defined]
+        elif x.ndim != 2:
+            raise EngineError(f"feed() takes frames x channels (or 1-D mono), got an array of "
+                              f"shape {x.shape}")
+        if x.shape[1] != channels:
+            if x.shape[1] > 64 and x.shape[0] <= 64:
+                raise EngineError(f"feed() got shape {x.shape}: frames come first (frames x "
+                                  f"channels); pass the transposed array (x.T)")
+            if channels == 1:
+                x = x.mean(axis=1, keepdims=True)  # downmix, as the web ingest does
+            else:
+                raise EngineError(f"feed() got {x.shape[1]} channels, the graph expects "
+                                  f"{channels}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if len(x) and not getattr(self, "_warned_scale", False):
+            peak = float(np.max(np.abs(x)))
+            if peak > 2.0 and np.isfinite(peak):
+                self._warned_scale = True
+                log.warning("feed(): float samples peak at %.0f; floats are taken as [-1, 1] "
+                            "(int16 PCM as floats? pass the int16 array itself, or divide "
+                            "by 32768)", peak)
+        return x
+
+    def _feed_resample(self, x: np.ndarray, rate: int, out_rate: int) -> np.ndarray:
+        from .dsp.resample import StreamingResampler
+
+        if not 1000 <= rate <= 768000:
+            raise EngineError(f"feed(): rate must be 1000..768000 Hz, got {rate}")
+        held = getattr(self, "_feed_rs", None)
+        if held is None:
+            held = self._feed_rs = (rate, StreamingResampler(rate, out_rate, x.shape[1]))
+        elif held[0] != rate:
+            raise EngineError(f"feed(): rate changed from {held[0]} Hz to {rate} Hz in the "
+                              "middle of the stream")
+        rs = held[1]
+        out = np.empty((rs.max_output(len(x)), x.shape[1]), np.float32)
+        return out[: rs.process(x, out)]
 
     def end_feed(self) -> None:
-        """Declare the end of fed audio: the graph drains and stops."""
+        """Declare the end of fed audio: the graph drains and stops (:meth:`wait` returns)."""
+        held = getattr(self, "_feed_rs", None)
+        if held is not None and self.running:  # the resampler's last samples
+            rs = held[1]
+            out = np.empty((rs.latency_out + 64, rs.channels), np.float32)
+            while (n := rs.flush(out)) > 0:
+                self._feed_source().push(out[:n].copy(), lambda: self.running)
+                if n < len(out):
+                    break
         for s in self.sources:
             if hasattr(s.node, "end"):
                 s.node.end()  # type: ignore[attr-defined]
@@ -308,10 +432,16 @@ class Engine:
         self._controls.append((node_id, values))
 
     def start(self) -> Engine:
+        """Load the models (if :meth:`prepare` has not), start the threads and the sources.
+        An engine runs once: after it has ended, create a new one for the next stream."""
+        if self._done.is_set():
+            raise EngineError("this Engine has already run and stopped; an Engine runs once: "
+                              "create a new one (Engine.from_file(...)) for the next stream")
         if self._started:
             return self
         self.prepare()
         self._started = True
+        _LIVE.add(self)
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="engine-dispatch",
                                             daemon=True)
         self._dispatcher.start()
@@ -335,28 +465,56 @@ class Engine:
         return self
 
     def stop(self, drain: bool = True, timeout: float = 60.0) -> None:
-        """Stop the sources; with ``drain`` every node is flushed so final results come out."""
+        """Stop the sources; with ``drain`` every node is flushed so final results come out
+        (without, work still queued for worker nodes is dropped). Waits until every thread has
+        ended and every event has been delivered, at most ``timeout`` seconds; called from a
+        callback it only asks for the stop and returns. On an engine never started it releases
+        what :meth:`prepare` loaded. Safe to call more than once."""
+        if not self._started:
+            if not self._done.is_set():
+                for st in self._states:
+                    _safe_close(st.node)
+                self._done.set()
+            return
         self._drain = drain
         self._stop.set()
+        if threading.current_thread() is self._dispatcher:
+            return  # the DSP thread's shutdown waits for this thread: do not wait for it here
         if self._dsp is not None:
             self._dsp.join(timeout)
         self._done.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the graph has ended (sources exhausted or stopped). True if it ended."""
-        return self._done.wait(timeout)
+        """Block until the graph has ended (a file or :meth:`end_feed` reached its end, or
+        :meth:`stop` was called); True if it ended, False on ``timeout``. A microphone, or a
+        feed without :meth:`end_feed`, never ends by itself. Raises again a ``SystemExit`` /
+        ``KeyboardInterrupt`` that a callback raised."""
+        if not self._started:
+            raise EngineError("wait() before start(): start the engine first (or use run())")
+        ended = self._done.wait(timeout)
+        self._raise_callback_exit()
+        return ended
 
     def run(self, duration: float | None = None) -> dict[str, Any]:
-        """Start, run until the sources end (or ``duration`` seconds), drain, return stats."""
+        """Start, run until the sources end (or ``duration`` seconds), drain, return stats.
+        Ctrl-C (``KeyboardInterrupt``) stops and drains the graph, then is raised again."""
         self.start()
         try:
             if not self._done.wait(duration):
                 self.stop()
         except KeyboardInterrupt:
             self.stop()
+            raise
+        self._raise_callback_exit()
         if self.error is not None:
             raise self.error
         return self.stats()
+
+    def _raise_callback_exit(self) -> None:
+        exc, self._callback_exit = self._callback_exit, None
+        if exc is not None:
+            self.stop()
+            raise exc
 
     def __enter__(self) -> Engine:
         return self.start()
@@ -385,6 +543,7 @@ class Engine:
             self._shutdown_threads()
             for st in self._states:
                 _safe_close(st.node)
+            _LIVE.discard(self)
             self._done.set()
 
     def _frames_for(self, st: _NodeState) -> int:
@@ -582,8 +741,11 @@ class Engine:
             self._publish(st)
 
     def _shutdown_threads(self) -> None:
+        drain = getattr(self, "_drain", True)
         for st in self._states:
             if st.queue is not None:
+                if not drain:  # stop(drain=False): work still queued is dropped, not done
+                    st.queue.clear()
                 st.queue.put(_STOP, force=True)
         for st in self._states:
             if st.worker is not None:
@@ -610,14 +772,31 @@ class Engine:
             self._record_latency(ev)
             with self._subs_lock:
                 subs = list(self._subs)
+            heard = False
             for pattern, cb in subs:
                 if pattern == "*" or pattern == ev.type or fnmatch.fnmatchcase(ev.type, pattern):
+                    heard = heard or pattern != "*"
                     try:
                         cb(ev)
                     except Exception as e:  # noqa: BLE001 - a user callback must not kill us
-                        self.event_counts["engine.callback_error"] = \
-                            self.event_counts.get("engine.callback_error", 0) + 1
-                        self.last_callback_error = repr(e)
+                        self._callback_failed(cb, ev, e)
+                    except BaseException as e:  # SystemExit, KeyboardInterrupt: stop, re-raise
+                        if self._callback_exit is None:
+                            self._callback_exit = e
+                        self._drain = True
+                        self._stop.set()
+            if ev.type == NodeError.type and not heard:  # nobody reports it: the log does
+                log.warning("%s: %s", ev.node, getattr(ev, "message", ""))
+
+    def _callback_failed(self, cb: Callable, ev: Event, e: Exception) -> None:
+        n = self.event_counts.get("engine.callback_error", 0) + 1
+        self.event_counts["engine.callback_error"] = n
+        self.last_callback_error = repr(e)
+        if n <= 3 or n % 100 == 0:
+            name = getattr(cb, "__qualname__", repr(cb))
+            more = "; from now on every 100th is logged" if n == 3 else ""
+            log.error("callback %s raised on %s (%d callback errors so far%s)", name, ev.type, n,
+                      more, exc_info=e)
 
     def wall_time_of(self, audio_s: float) -> float | None:
         """Wall-clock (monotonic) time at which the audio clock reached ``audio_s``."""
@@ -640,13 +819,15 @@ class Engine:
     def _record_latency(self, ev: Event) -> None:
         if not ev.sample_rate or ev.type.startswith("engine.") or ev.type == "control":
             return
-        wall = self.wall_time_of(ev.time_s)
+        # an end of speech counts from where the speech ended, not from the end of its padding
+        at = (getattr(ev, "speech_end_sample", 0) or ev.sample) / ev.sample_rate
+        wall = self.wall_time_of(at)
         if wall is None:
             return
         d = self._latency.setdefault(ev.type, deque(maxlen=2000))
         # (wall latency, audio-clock latency): how far the audio clock had advanced at emission
         audio_now = self.audio_seconds
-        d.append((ev.wall_time - wall, audio_now - ev.time_s))
+        d.append((ev.wall_time - wall, audio_now - at))
 
     # ------------------------------------------------------------------ statistics
     def stats(self) -> dict[str, Any]:
@@ -693,6 +874,18 @@ class Engine:
             "events": dict(self.event_counts),
             "latency": lat,
         }
+
+
+def known_event_types() -> set[str]:
+    """Every event type defined so far (``Event`` subclasses, built-in and from plugins)."""
+    out: set[str] = set()
+    todo = [Event]
+    while todo:
+        cls = todo.pop()
+        out.add(cls.type)
+        todo.extend(cls.__subclasses__())
+    out.add("engine.callback_error")  # counted in stats(), not delivered
+    return out
 
 
 def _safe_close(node: Node) -> None:

@@ -88,7 +88,7 @@ class _Exploding(Node):
         io.produced("audio", len(x))
 
 
-def test_node_exception_becomes_event_and_graph_keeps_running(tmp_path):
+def test_node_exception_becomes_event_and_graph_keeps_running(tmp_path, caplog):
     wav = tmp_path / "in.wav"
     sf.write(wav, np.random.default_rng(0).standard_normal((16000, 1)).astype(np.float32) * .1,
              16000)
@@ -116,6 +116,14 @@ params = {{ path = "{out}" }}
     n_err = stats["nodes"]["x"]["errors"]
     assert n_err >= 33
     assert 16000 - n_err * 160 <= sf.info(out).frames < 16000  # the other blocks went through
+
+    # embedded without a subscriber for node errors, they go to the log (logger "engine")
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        Engine(spec, realtime=False).run()
+    assert [r.getMessage() for r in caplog.records][:1] == [
+        "x: test.exploding raised RuntimeError: boom"]
 
 
 def test_feed_api_delivers_events_to_callbacks(tmp_path):

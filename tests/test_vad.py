@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.dsp.vad_state import VadStateMachine, silero_timestamps
+from engine.dsp.vad_state import Boundary, VadStateMachine, silero_timestamps
 from engine.errors import ModelError, NegotiationError
 from engine.events import SpeechStarted, SpeechStopped, VadProbability
 from engine.models import manifest
@@ -109,7 +109,7 @@ def check_speech_port(x: np.ndarray, run) -> list[tuple[int, int]]:
 # the state machine on scripted probabilities
 
 
-def drive(probs, **kw) -> tuple[VadStateMachine, list[tuple[str, int, int, float]]]:
+def drive(probs, **kw) -> tuple[VadStateMachine, list[Boundary]]:
     sm = VadStateMachine(SR, W, **kw)
     out = []
     for i, p in enumerate(probs):
@@ -122,7 +122,7 @@ def drive(probs, **kw) -> tuple[VadStateMachine, list[tuple[str, int, int, float
 
 
 def bounds(out) -> list[tuple[str, int]]:
-    return [(k, s) for k, s, _, _ in out]
+    return [(b.kind, b.sample) for b in out]
 
 
 PAD = 480  # 30 ms at 16 kHz

@@ -39,8 +39,9 @@ Differences from Silero's offline function, each forced by streaming and documen
 
 Positions are absolute sample indices on the input clock; each window is identified by the index
 of its first sample. Decisions are appended to :attr:`VadStateMachine.boundaries` as
-``(kind, sample, other, probability)`` tuples (``("start", padded_start, 0, p)`` and
-``("stop", padded_end, padded_start, 0.0)``); the caller drains the list.
+:class:`Boundary` tuples (``("start", padded_start, 0, p, 0)`` and ``("stop", padded_end,
+padded_start, 0.0, speech_end)``, ``speech_end`` the end without padding: where the silence began,
+the split point, or the end of the stream); the caller drains the list.
 
 Real-time rules: :meth:`step` is pure Python with no allocation beyond small tuples, O(1) per
 window (a ``max_speech_s`` split scans at most the second half of the segment, once per split).
@@ -50,12 +51,25 @@ Windows are 10-32 ms, so this costs a few microseconds per window.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 IDLE = 0
 CANDIDATE = 1
 ACTIVE = 2
+
+
+class Boundary(NamedTuple):
+    """One decision: a segment ``"start"`` (``sample`` its padded start, ``probability`` that
+    of the window that opened it) or ``"stop"`` (``sample`` its padded end, ``other`` its padded
+    start, ``speech_end`` where the speech itself ended)."""
+
+    kind: str
+    sample: int
+    other: int = 0
+    probability: float = 0.0
+    speech_end: int = 0
 
 
 class VadStateMachine:
@@ -99,8 +113,8 @@ class VadStateMachine:
         else:
             self.max_speech = None
             self._hist = np.zeros(1, np.float32)
-        #: decisions not yet drained by the caller: (kind, sample, other, probability)
-        self.boundaries: list[tuple[str, int, int, float]] = []
+        #: decisions not yet drained by the caller
+        self.boundaries: list[Boundary] = []
         #: lifetime counters (not cleared by reset)
         self.segments = 0
         self.splits = 0
@@ -175,7 +189,7 @@ class VadStateMachine:
             if self.temp_end >= 0:
                 sil = index - self.temp_end
                 if (neg and sil >= self.min_silence) or sil >= self.max_silence_pending:
-                    self._end(self.temp_end + self.pad_end)
+                    self._end(self.temp_end + self.pad_end, self.temp_end)
                     return
         if self.state == CANDIDATE:
             self._confirm(self.temp_end if self.temp_end >= 0 else index + w)
@@ -185,15 +199,16 @@ class VadStateMachine:
         if self.state == CANDIDATE:
             self._confirm(self.temp_end if self.temp_end >= 0 else end)
         if self.state == ACTIVE:
+            speech_end = end if self.temp_end < 0 else min(self.temp_end, end)
             stop = end if self.temp_end < 0 else min(self.temp_end + self.pad_end, end)
-            self._end(max(stop, self.start_padded))
+            self._end(max(stop, self.start_padded), max(speech_end, self.start_padded))
         self.state = IDLE
         self.temp_end = -1
 
     def cut(self, at: int) -> None:
         """Close the open segment at ``at`` (used on a stream discontinuity); drop a candidate."""
         if self.state == ACTIVE:
-            self._end(max(at, self.start_padded))
+            self._end(max(at, self.start_padded), max(at, self.start_padded))
         self.state = IDLE
         self.temp_end = -1
 
@@ -203,11 +218,12 @@ class VadStateMachine:
             self.state = ACTIVE
             self.start_padded = self._padded_start(self.start_raw)
             self.segments += 1
-            self.boundaries.append(("start", self.start_padded, 0, self.start_prob))
+            self.boundaries.append(Boundary("start", self.start_padded, 0, self.start_prob))
 
-    def _end(self, stop: int) -> None:
+    def _end(self, stop: int, speech_end: int) -> None:
         if self.state == ACTIVE:
-            self.boundaries.append(("stop", stop, self.start_padded, 0.0))
+            self.boundaries.append(Boundary("stop", stop, self.start_padded,
+                                            speech_end=min(speech_end, stop)))
             self.last_stop = stop
         self.state = IDLE
         self.temp_end = -1
@@ -234,7 +250,7 @@ class VadStateMachine:
                     best_k, best_p = k, v
             cut = self.origin + best_k * w + w // 2
         cut = max(cut, self.start_padded + 1)
-        self.boundaries.append(("stop", cut, self.start_padded, 0.0))
+        self.boundaries.append(Boundary("stop", cut, self.start_padded, speech_end=cut))
         self.start_raw = cut
         self.start_padded = cut
         self.last_stop = cut
@@ -244,7 +260,7 @@ class VadStateMachine:
             self.temp_end = -1
         self.segments += 1
         self.splits += 1
-        self.boundaries.append(("start", cut, 0, p))
+        self.boundaries.append(Boundary("start", cut, 0, p))
 
 
 def silero_timestamps(probs, sample_rate: int, n_samples: int, threshold: float = 0.5,

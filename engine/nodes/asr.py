@@ -38,7 +38,13 @@ import numpy as np
 
 from ..dsp.whisper_mel import StreamingLogMel, normalize_log_mel
 from ..errors import ModelError
-from ..events import SpeechStarted, SpeechStopped, TranscriptFinal, TranscriptPartial
+from ..events import (
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TranscriptPartial,
+    TranscriptSkipped,
+)
 from ..node import (
     AUDIO,
     EVENTS,
@@ -88,6 +94,7 @@ def resolve_model(name: str) -> Path:
 class _Utterance:
     start: int  # absolute input sample (16 kHz clock) of the first speech sample
     end: int | None = None  # known once the VAD says it stopped
+    speech_end: int | None = None  # the same without the VAD's end padding
     received: int = 0
     cut: int = 0  # samples already finalised by max_window_s cuts
 
@@ -194,6 +201,7 @@ class WhisperAsr(Node):
                 for u in self.utts:
                     if u.end is None:
                         u.end = ev.sample
+                        u.speech_end = ev.speech_end_sample or ev.sample
                         if u.cut == 0:  # after a cut, start has moved past the VAD's start
                             u.start = ev.start_sample
                         break
@@ -301,14 +309,18 @@ class WhisperAsr(Node):
                                  stop_on_repetition=True, **kw)
 
     def _rejected(self, res) -> bool:
+        return bool(self._rejection(res))
+
+    def _rejection(self, res) -> str:
+        """Why Whisper's own rules reject a decode ("" if they do not)."""
         p = self.params
         if res is None or not any(ch.isalnum() for ch in res.text):
-            return True
+            return "low_confidence"
         if res.no_speech_prob > p.no_speech_threshold and res.avg_logprob < p.logprob_threshold:
-            return True
+            return "no_speech"
         if res.compression_ratio > p.compression_ratio_threshold:
-            return True
-        return res.stop_reason == "repetition"
+            return "compression"
+        return "repetition" if res.stop_reason == "repetition" else ""
 
     def _partial(self, io: NodeIO) -> None:
         u = self.utts[0]
@@ -344,17 +356,26 @@ class WhisperAsr(Node):
         if self.utts and self.utts[0] is u:
             self.utts.pop(0)
         n = self.n_audio
+        speech_end = u.start + n if u.speech_end is None else min(u.speech_end, u.start + n)
         if n >= self._min_len():
             tail = self.mel.finish()
             raw = np.concatenate([self.raw[:, : self.n_raw], tail], axis=1)
             res = self._decode(raw[:, : n // HOP], final=True,
                                words=self.params.word_timestamps)
-            self._emit_final(io, res, u.start, u.start + n)
+            self._emit_final(io, res, u.start, u.start + n, speech_end)
+        else:
+            self.finals_dropped += 1
+            io.emit("events", TranscriptSkipped(u.start + n, RATE, self.id, start_sample=u.start,
+                                                reason="too_short"))
         self._reset_utterance()
 
-    def _emit_final(self, io: NodeIO, res, start: int, end: int) -> None:
-        if self._rejected(res):
+    def _emit_final(self, io: NodeIO, res, start: int, end: int, speech_end: int) -> None:
+        reason = self._rejection(res)
+        if reason:
             self.finals_dropped += 1
+            io.emit("events", TranscriptSkipped(end, RATE, self.id, start_sample=start,
+                                                reason=reason,
+                                                text=res.text.strip() if res else ""))
             return
         text = res.text.strip()
         words = ()
@@ -363,6 +384,7 @@ class WhisperAsr(Node):
             words = tuple((w.word.strip(), round(t0 + w.start, 3), round(t0 + w.end, 3))
                           for w in res.words)
         io.emit("events", TranscriptFinal(end, RATE, self.id, text=text, start_sample=start,
+                                          speech_end_sample=speech_end,
                                           avg_logprob=round(res.avg_logprob, 4),
                                           no_speech_prob=round(res.no_speech_prob, 4),
                                           language=res.language or "", words=words))
@@ -398,13 +420,20 @@ class WhisperAsr(Node):
             if text and not self._rejected(res):
                 io.emit("events", TranscriptFinal(u.start + cut, RATE, self.id, text=text,
                                                   start_sample=u.start,
+                                                  speech_end_sample=u.start + cut,
                                                   avg_logprob=round(res.avg_logprob, 4),
                                                   no_speech_prob=round(res.no_speech_prob, 4),
                                                   language=res.language or ""))
                 self.prev_text = text
                 self.finals_emitted += 1
+            else:
+                self.finals_dropped += 1
+                io.emit("events", TranscriptSkipped(u.start + cut, RATE, self.id,
+                                                    start_sample=u.start,
+                                                    reason=self._rejection(res) or "low_confidence",
+                                                    text=text))
         else:
-            self._emit_final(io, res, u.start, u.start + n)
+            self._emit_final(io, res, u.start, u.start + n, u.start + n)
         rest = self.audio[cut:n].copy()
         self._reset_utterance()
         u.start += cut
@@ -422,6 +451,10 @@ class WhisperAsr(Node):
     def reset(self) -> None:
         self.utts.clear()
         self._reset_utterance()
+
+    def close(self) -> None:
+        """Release the model (its onnxruntime sessions hold a few hundred MB)."""
+        self.model = None  # type: ignore[assignment]
 
     def stats(self) -> dict:
         return {"decode_s": round(self.decode_s, 3), "speech_s": round(self.audio_s, 3),

@@ -11,7 +11,7 @@ import textwrap
 from dataclasses import dataclass
 
 from ..console import CONSOLE
-from ..events import TranscriptFinal, TranscriptPartial
+from ..events import TranscriptFinal, TranscriptPartial, TranscriptSkipped
 from ..node import EVENTS, AudioSpec, Node, NodeIO, param, register
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
@@ -56,6 +56,8 @@ class CaptionsSink(Node):
             if isinstance(ev, TranscriptPartial):
                 st, un = tail_fit(ev.stable, ev.unstable, w)
                 CONSOLE.live(st + (" " if st and un else "") + (DIM + un + RESET if un else ""))
+            elif isinstance(ev, TranscriptSkipped):  # no final for this segment: clear it
+                CONSOLE.live("")
             elif isinstance(ev, TranscriptFinal):
                 CONSOLE.live("")
                 lines = textwrap.wrap(ev.text, w) or [""]

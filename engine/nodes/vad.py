@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..dsp.fixed_block import FixedWindows
-from ..dsp.vad_state import VadStateMachine
+from ..dsp.vad_state import Boundary, VadStateMachine
 from ..errors import ModelError, NegotiationError
 from ..events import SpeechStarted, SpeechStopped, VadProbability
 from ..models.manifest import model_file
@@ -103,7 +103,7 @@ class _GatedVad(Node):
         self._sm: VadStateMachine | None = None
         self._fw: FixedWindows | None = None
         self._ring = np.zeros(0, np.float32)
-        self._queue: list[tuple[str, int, int, float]] = []
+        self._queue: list[Boundary] = []
         self._base: int | None = None  # absolute index of local frame 0 (windows count from it)
         self._end = 0  # absolute index one past the last frame received
         self._out_pos = 0  # speech port: every sample before this is released or discarded
@@ -238,12 +238,14 @@ class _GatedVad(Node):
     def _drain(self, io: NodeIO) -> None:
         sm = self._sm
         for b in sm.boundaries:  # type: ignore[union-attr]
-            kind, sample, other, p = b
-            if kind == "start":
-                io.emit("events", SpeechStarted(sample, self.rate, self.id, probability=p))
+            if b.kind == "start":
+                io.emit("events", SpeechStarted(b.sample, self.rate, self.id,
+                                                probability=b.probability))
                 self._counts["segments"] += 1
             else:
-                io.emit("events", SpeechStopped(sample, self.rate, self.id, start_sample=other))
+                io.emit("events", SpeechStopped(b.sample, self.rate, self.id,
+                                                start_sample=b.other,
+                                                speech_end_sample=b.speech_end))
             self._queue.append(b)
         self._counts["max_speech_splits"] = sm.splits  # type: ignore[union-attr]
         sm.boundaries.clear()  # type: ignore[union-attr]
@@ -297,7 +299,8 @@ class _GatedVad(Node):
         """Release the speech samples decided so far (everything before ``frontier``)."""
         out = io.out("speech")
         o = 0
-        for kind, sample, _other, _p in self._queue:
+        for b in self._queue:
+            kind, sample = b.kind, b.sample
             if kind == "start":
                 if not self._speaking:
                     self._out_pos = max(self._out_pos, sample)

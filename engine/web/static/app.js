@@ -61,6 +61,10 @@
       case "transcript.final":
         addFinal(ev);
         break;
+      case "transcript.skipped":  // the segment got no final: clear its live guess
+        $("stable").textContent = "";
+        $("unstable").textContent = "";
+        break;
       case "engine.level":
         audioNow = ev.audio_seconds;
         if (live) {
