@@ -33,9 +33,9 @@ class Event:
         """JSON-ready dict (the schema used by ``sink.events`` and the web API)."""
         d: dict[str, Any] = {"type": self.type, "time_s": round(self.time_s, 4)}
         for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name == "wall_time":
+            if f.name == "wall_time" or not f.metadata.get("json", True):
                 continue
+            v = getattr(self, f.name)
             if isinstance(v, tuple):
                 v = [list(x) if isinstance(x, tuple) else x for x in v]
             d[f.name] = v
@@ -114,6 +114,27 @@ class TranscriptSkipped(Event):
     start_sample: int = 0
     reason: str = ""
     text: str = ""
+
+
+@dataclass(frozen=True)
+class SpeechSegment(Event):
+    """One speech segment's audio, whole (from ``sink.segments``): ``audio`` holds its samples
+    (float32, frames x channels, at ``sample_rate``) for ``[start_sample, sample)``, padding
+    included; ``speech_end_sample`` as in :class:`SpeechStopped`; ``path`` the WAV written, if
+    any. A segment longer than the node's ``max_s`` comes in parts: ``part`` counts them from
+    0 and ``last`` is False on all but the final one. ``audio`` is left out of JSON."""
+
+    type: ClassVar[str] = "speech.segment"
+    start_sample: int = 0
+    speech_end_sample: int = 0
+    path: str = ""
+    part: int = 0
+    last: bool = True
+    audio: Any = field(default=None, compare=False, repr=False, metadata={"json": False})
+
+    @property
+    def duration_s(self) -> float:
+        return (self.sample - self.start_sample) / self.sample_rate if self.sample_rate else 0.0
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,11 @@ import time
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from engine.errors import EngineError
 from engine.events import Event
+from engine.graph import parse_graph
 from engine.runtime import Engine
 
 from .conftest import REPO, SAMPLE, load_mono, shared
@@ -248,3 +250,64 @@ def test_a_pattern_that_matches_nothing_is_warned(in_tmp, caplog):
     msgs = [r.getMessage() for r in caplog.records]
     assert len(msgs) == 1 and "did you mean 'transcript.final'" in msgs[0]
     eng.stop()
+
+
+def _segments(tmp_path, x: np.ndarray, quantum_ms: float = 10.0, **params) -> tuple[list, list]:
+    wav = tmp_path / "in.wav"
+    sf.write(wav, x, 16000, subtype="FLOAT")
+    extra = "".join(f", {k} = {v!r}".replace("'", '"') for k, v in params.items())
+    spec = parse_graph(f"""
+[[nodes]]
+id = "src"
+type = "source.file"
+params = {{ path = "{wav}" }}
+[[nodes]]
+id = "vad"
+type = "vad.silero"
+in = {{ audio = "src.audio" }}
+[[nodes]]
+id = "seg"
+type = "sink.segments"
+in = {{ audio = "vad.speech", events = "vad.events" }}
+params = {{ dir = "{tmp_path / 'turns'}"{extra} }}
+""")
+    stops: list[Event] = []
+    segs: list[Event] = []
+    eng = Engine(spec, realtime=False, quantum_ms=quantum_ms)
+    eng.on("vad.speech_stopped", stops.append)
+    eng.on("speech.segment", segs.append)
+    eng.run()
+    return stops, segs
+
+
+def test_segments_deliver_each_turns_audio(in_tmp):
+    """sink.segments: each segment's audio is exactly the input between its boundaries, in
+    the event and in its WAV file; the same for another block size; longer segments come in
+    parts of max_s that join up; the event's JSON leaves the samples out."""
+    import json
+
+    x, _ = load_mono(SAMPLE, 16000)
+    stops, segs = _segments(in_tmp, x)
+    assert len(segs) == len(stops) >= 4
+    for st, sg in zip(stops, segs, strict=True):
+        assert (sg.start_sample, sg.sample, sg.speech_end_sample) == \
+            (st.start_sample, st.sample, st.speech_end_sample)
+        np.testing.assert_array_equal(sg.audio[:, 0], x[sg.start_sample:sg.sample])
+        on_disk, rate = sf.read(sg.path, dtype="float32")
+        assert rate == 16000 and np.max(np.abs(on_disk - sg.audio[:, 0])) <= 1 / 32768
+    assert "audio" not in json.loads(json.dumps(segs[0].to_dict()))
+
+    _, segs32 = _segments(in_tmp, x, quantum_ms=32)
+    assert [(s.start_sample, s.sample) for s in segs32] == [(s.start_sample, s.sample)
+                                                            for s in segs]
+
+    _, parts = _segments(in_tmp, x, max_s=1.0)
+    assert max(len(p.audio) for p in parts) == 16000 and len(parts) > len(segs)
+    whole = []
+    for p in parts:
+        whole.append(p.audio[:, 0])
+        if p.last:
+            start = p.sample - sum(len(a) for a in whole)
+            np.testing.assert_array_equal(np.concatenate(whole), x[start:p.sample])
+            whole = []
+    assert [p.part for p in parts if p.last] != [0] * len(segs)  # some came in parts
