@@ -380,13 +380,26 @@ def score(ds: dict, segs, emitted=None) -> dict:
             **boundary_errors(ds["truth"], segs, emitted)}
 
 
-def sentence_runs(x: np.ndarray, have_sherpa: bool) -> list[tuple[str, list]]:
-    """Segments of the same model with sentence-length silences (min silence 500 ms,
-    sherpa-onnx's own default), ours and sherpa-onnx's."""
+def captions_vad_params() -> dict:
+    """The ``vad`` node's params in ``graphs/live_captions.toml`` (what live captions run)."""
+    from engine.graph import tomllib
+
+    graph = tomllib.loads((ROOT / "graphs" / "live_captions.toml").read_text())
+    return next(n for n in graph["nodes"] if n["id"] == "vad")["params"]
+
+
+def variant_runs(x: np.ndarray, have_sherpa: bool) -> list[tuple[str, list]]:
+    """Segments of the same model with other settings than Silero's defaults: sentence-length
+    silences (min silence 500 ms, sherpa-onnx's own default), ours and sherpa-onnx's; and the
+    settings of the live-captions graph (longer pad, 300 ms silences)."""
     evs, at, _ = stream(SileroVad("vad", SileroVad.Params(min_silence_ms=500)), x)
     runs = [("silero, min silence 500 ms", segs_of(evs, at)[0])]
     if have_sherpa:
         runs.append(("sherpa-onnx, min silence 500 ms", run_sherpa(x, min_silence_s=0.5)[0]))
+    cap = captions_vad_params()
+    evs, at, _ = stream(SileroVad("vad", SileroVad.Params(**cap)), x)
+    runs.append((f"silero, live_captions.toml (min silence {cap['min_silence_ms']:g} ms, "
+                 f"pad {cap['speech_pad_ms']:g} ms)", segs_of(evs, at)[0]))
     return runs
 
 
@@ -487,9 +500,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"{al['within_one_window']}/{al['sherpa_segments']}",
                     fmt(ag["start_diff_p90"], 0), fmt(ag["end_diff_p90"], 0)]
         anchor_rows.append(row)
-        # the same model with sentence-length silences (sherpa-onnx's own default, 500 ms):
-        # pauses inside a sentence no longer split it
-        for label, segs in sentence_runs(x, have_sherpa):
+        # the same model with sentence-length silences (sherpa-onnx's own default, 500 ms:
+        # pauses inside a sentence no longer split it) and with the live-captions settings
+        for label, segs in variant_runs(x, have_sherpa):
             c[label] = e = score(ds, segs)
             add_rows(name, label, e)
         for label, e in c.items():
@@ -526,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = [("silero", segs_of(evs, at)[0])]
             if have_sherpa:
                 runs.append(("sherpa-onnx", run_sherpa(x)[0]))
-            for label, segs in runs + sentence_runs(x, have_sherpa):
+            for label, segs in runs + variant_runs(x, have_sherpa):
                 e = score(d, segs)
                 draws[(label, snr)].append((e["f1"], e))
     rows = []
