@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -135,10 +136,12 @@ def _check_writable(path: str, what: str) -> Path:
     p = Path(path)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "a"):
-            pass
     except OSError as e:
         raise EngineError(f"{what} {path}: cannot write there ({e.strerror or e})") from None
+    target = p if p.exists() else p.parent
+    if p.is_dir() or not os.access(target, os.W_OK):
+        raise EngineError(f"{what} {path}: cannot write there "
+                          f"({'a directory' if p.is_dir() else 'permission denied'})")
     return p
 
 
@@ -228,6 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         interrupted.set()
 
     old = signal.signal(signal.SIGINT, on_sigint)
+    aborted = False
     try:
         eng.start()
         if view:
@@ -237,6 +241,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 CONSOLE.line("stopping: draining every node (Ctrl-C again to abort)")
                 break
         eng.stop(drain=True)
+    except KeyboardInterrupt:  # the second Ctrl-C: leave without waiting for the last results
+        aborted = True
+        CONSOLE.live("")
+        CONSOLE.line("aborted: results still being worked on are dropped")
+        eng.stop(drain=False, timeout=10.0)
     finally:
         signal.signal(signal.SIGINT, old)
         if view:
@@ -255,7 +264,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(_summary(stats), file=sys.stderr)
     if eng.error is not None:
         raise eng.error
-    return 0
+    return 130 if aborted else 0
 
 
 def _without_speakers(spec: Any) -> Any:
@@ -365,8 +374,9 @@ class _LiveView:
         for st in eng._states:
             busy = st.timing.total / elapsed  # share of one core since the start
             drops = st.queue.drops if st.queue is not None else 0
-            if st.is_worker or busy > 0.005 or drops:
-                loads.append(f"{st.id} {100 * busy:.0f}%" + (f" drop {drops}" if drops else ""))
+            if busy > 0.005 or drops:
+                loads.append((busy, f"{st.id} {100 * busy:.0f}%"
+                              + (f" drop {drops}" if drops else "")))
             stream = getattr(st.node, "stream", None)
             if stream is not None:
                 cs = stream.stats
@@ -374,9 +384,10 @@ class _LiveView:
         last = next((e for e in reversed(eng.recent_events)
                      if e.type != "transcript.partial"), None)
         ev = f" | last: {last.type} @{last.time_s:.1f}s" if last else ""
+        loads.sort(key=lambda b: -b[0])  # the busiest (the recogniser) first
         # most useful first: a narrow terminal cuts the end of the line
-        return (f"{eng.audio_seconds:7.1f}s  in [{meter}] {db:5.0f} dB | xruns {xruns}{ev} | "
-                "cpu " + ", ".join(loads[:5]))
+        return (f"{eng.audio_seconds:7.1f}s  in [{meter}] {db:5.0f} dB | cpu "
+                + (", ".join(t for _, t in loads[:3]) or "idle") + f" | xruns {xruns}{ev}")
 
 
 def _secs(s: float) -> str:

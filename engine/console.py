@@ -17,14 +17,22 @@ from typing import TextIO
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def fit(text: str, width: int) -> str:
+def fit(text: str, width: int, keep_end: bool = False) -> str:
     """``text`` cut to ``width`` visible characters, so a redrawn line never wraps (wrapped
-    lines would break the cursor arithmetic that clears them). Escape codes are kept only
-    when nothing needs cutting."""
+    lines would break the cursor arithmetic that clears them): its start is kept, or with
+    ``keep_end`` its end (a caption's newest words). Escape codes are kept only when nothing
+    needs cutting."""
     plain = _ANSI.sub("", text)
     if len(plain) <= width:
         return text
+    if keep_end:
+        return "~" + plain[len(plain) - max(width - 1, 0):]
     return plain[: max(width - 1, 0)] + "~"
+
+
+def columns() -> int:
+    """The terminal's width now (80 when unknown)."""
+    return shutil.get_terminal_size((80, 24)).columns
 
 
 class Console:
@@ -33,6 +41,7 @@ class Console:
         self._lock = threading.Lock()
         self._status = ""
         self._live = ""  # a live line (captions) shown above the status line
+        self._drawn: list[int] = []  # visible length of each line drawn below the cursor
         self.status_enabled = False
 
     @property
@@ -41,19 +50,23 @@ class Console:
             os.environ.get("TERM") != "dumb"
 
     def _clear(self) -> None:
-        if self.tty and (self._status or self._live):
-            n = (1 if self._status else 0) + (1 if self._live else 0)
+        if self.tty and self._drawn:
+            # rows the drawn lines take now: a terminal made narrower since wraps them
+            cols = max(1, columns())
+            n = sum(max(1, -(-length // cols)) for length in self._drawn)
             self.stream.write("\r\x1b[K" + "\x1b[1A\x1b[K" * (n - 1))
+            self._drawn = []
 
     def _draw(self) -> None:
         if not self.tty:
             return
-        width = shutil.get_terminal_size((80, 24)).columns - 1
+        width = columns() - 1
         parts = []
         if self._live:
-            parts.append(fit(self._live, width))
+            parts.append(fit(self._live, width, keep_end=True))
         if self._status and self.status_enabled:
             parts.append("\x1b[2m" + fit(self._status, width) + "\x1b[0m")
+        self._drawn = [len(_ANSI.sub("", p)) for p in parts]
         self.stream.write("\n".join(parts))
 
     def line(self, text: str) -> None:

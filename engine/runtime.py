@@ -477,6 +477,8 @@ class Engine:
                 self._done.set()
             return
         self._drain = drain
+        if not drain:
+            self._abort = True  # also ends a drain already under way, after the node at work
         self._stop.set()
         if threading.current_thread() is self._dispatcher:
             return  # the DSP thread's shutdown waits for this thread: do not wait for it here
@@ -711,6 +713,8 @@ class Engine:
         """End of stream: flush every node in topological order so finals come out. Before each
         flush, a silent pass delivers events still in flight from worker threads."""
         for idx, st in enumerate(self._states):
+            if getattr(self, "_abort", False):
+                break
             if st.node.is_source:
                 continue
             self._step(None)

@@ -252,7 +252,8 @@ def test_a_pattern_that_matches_nothing_is_warned(in_tmp, caplog):
     eng.stop()
 
 
-def _segments(tmp_path, x: np.ndarray, quantum_ms: float = 10.0, **params) -> tuple[list, list]:
+def _segments(tmp_path, x: np.ndarray, quantum_ms: float = 10.0, vad: str = "",
+              **params) -> tuple[list, list]:
     wav = tmp_path / "in.wav"
     sf.write(wav, x, 16000, subtype="FLOAT")
     extra = "".join(f", {k} = {v!r}".replace("'", '"') for k, v in params.items())
@@ -265,6 +266,7 @@ params = {{ path = "{wav}" }}
 id = "vad"
 type = "vad.silero"
 in = {{ audio = "src.audio" }}
+params = {{ {vad} }}
 [[nodes]]
 id = "seg"
 type = "sink.segments"
@@ -311,3 +313,17 @@ def test_segments_deliver_each_turns_audio(in_tmp):
             np.testing.assert_array_equal(np.concatenate(whole), x[start:p.sample])
             whole = []
     assert [p.part for p in parts if p.last] != [0] * len(segs)  # some came in parts
+
+
+def test_segments_follow_the_vads_split_of_long_speech(in_tmp):
+    """A VAD split (max_speech_s) lands inside audio already released: each segment's audio
+    must still be exactly the input between its own boundaries."""
+    from .test_captions import LJ8, _run_on
+
+    x = _run_on(LJ8)
+    stops, segs = _segments(in_tmp, x, vad="max_speech_s = 12")
+    assert len(stops) >= 5
+    assert [(s.start_sample, s.sample) for s in segs] == [(s.start_sample, s.sample)
+                                                         for s in stops]
+    for sg in segs:
+        np.testing.assert_array_equal(sg.audio[:, 0], x[sg.start_sample:sg.sample])

@@ -13,9 +13,11 @@ Streaming policy (what a live captioner needs, after whisper_streaming's LocalAg
   back to the full 30 s window; so does a final decoded with low confidence (average
   log-probability under ``recheck_logprob``: short phrases such as "ask not" suffer most from
   the trimmed window), and the more confident of the two results is kept.
-* At ``vad.speech_stopped``, or when an utterance reaches ``max_window_s`` (cut at a word
-  boundary found with the cross-attention alignment heads), a ``transcript.final`` is emitted with
-  text, start/end on the audio clock, average log-probability and no-speech probability.
+* At ``vad.speech_stopped``, or when an utterance reaches ``max_window_s`` (cut at its quietest
+  30 ms in the last 5 s, the audio after the cut carried into the next part), a
+  ``transcript.final`` is emitted with text, start/end on the audio clock, average
+  log-probability and no-speech probability; a segment (or part) that gets no final gets a
+  ``transcript.skipped`` with the reason.
 * Guards: results with high no-speech probability and low log-probability are dropped, as are
   repetition loops (compression ratio > 2.4); a partial under ``logprob_threshold`` is not shown
   (a guess on the first syllables); previous text is never used as a prompt by default.
@@ -33,6 +35,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,6 +93,58 @@ def resolve_model(name: str) -> Path:
                      "`audio-engine models convert-whisper CT2_DIR OUT_DIR`")
 
 
+MIN_WORDS_PER_S = 0.5  # under this a final has stopped early (speech has 2-3 words per second)
+
+
+def quiet_frame(raw: np.ndarray) -> int:
+    """The quietest 30 ms (mean log-mel level over 3 frames) in the middle third of ``raw``."""
+    n = raw.shape[1]
+    level = np.convolve(raw.mean(axis=0), np.ones(3) / 3, mode="same")
+    lo, hi = n // 3, max(n // 3 + 1, 2 * n // 3)
+    return lo + int(np.argmin(level[lo:hi]))
+
+
+def join_results(parts: list) -> Any:
+    """Consecutive decode results ``[(result, offset_s), ...]`` as one: texts joined, word
+    times shifted by each part's offset, log-probability averaged over tokens."""
+    if not parts:
+        return None
+    first = parts[0][0]
+    if len(parts) == 1:
+        return first
+    from dataclasses import replace
+
+    tokens = [t for r, _ in parts for t in r.tokens]
+    weight = [max(1, len(r.tokens)) for r, _ in parts]
+    words = None
+    if all(r.words is not None for r, _ in parts):
+        words = [replace(w, start=w.start + off, end=w.end + off) for r, off in parts
+                 for w in r.words]
+    return replace(first, tokens=tokens, text=" ".join(r.text.strip() for r, _ in parts),
+                   avg_logprob=sum(r.avg_logprob * k for (r, _), k in zip(parts, weight,
+                                                                          strict=True))
+                   / sum(weight),
+                   no_speech_prob=min(r.no_speech_prob for r, _ in parts),
+                   compression_ratio=max(r.compression_ratio for r, _ in parts),
+                   words=words, stop_reason="eot")
+
+
+def quiet_cut(x: np.ndarray, rate: int, search_s: float = 5.0, keep_s: float = 1.0) -> int:
+    """Where to cut run-on speech ``x`` that must be finalised: the middle of its quietest
+    30 ms (10 ms steps) between ``search_s`` and ``keep_s`` before its end (a pause between
+    words or phrases, at worst a stop consonant's closure), never in its first half."""
+    hop = rate // 100
+    frames = len(x) // hop
+    if frames < 8:
+        return len(x)
+    e = np.square(x[: frames * hop].astype(np.float64)).reshape(frames, hop).mean(axis=1)
+    e3 = np.convolve(e, np.ones(3) / 3, mode="same")
+    lo = max(frames // 2, frames - int(search_s * 100))
+    hi = max(lo + 1, frames - int(keep_s * 100))
+    j = lo + int(np.argmin(e3[lo:hi]))
+    return min(len(x), j * hop + hop // 2)
+
+
 @dataclass
 class _Utterance:
     start: int  # absolute input sample (16 kHz clock) of the first speech sample
@@ -117,8 +172,8 @@ class WhisperAsr(Node):
         task: str = param("transcribe", choices=("transcribe", "translate"))
         step_ms: float = param(500.0, ge=100, le=10000, doc="partial re-decode interval")
         partials: bool = param(True, doc="emit transcript.partial while speaking")
-        max_window_s: float = param(15.0, gt=1, le=28, doc="finalise at a word boundary "
-                                                            "once an utterance is this long")
+        max_window_s: float = param(15.0, gt=1, le=28, doc="finalise run-on speech at its "
+                                    "quietest point in the last 5 s once it is this long")
         encoder: str = param("trimmed", choices=("trimmed", "full"),
                              doc="encode the real length (trimmed) or a padded 30 s window")
         tail_s: float = param(3.0, ge=0, le=10, doc="zero mel after the audio (trimmed); "
@@ -185,6 +240,7 @@ class WhisperAsr(Node):
         self.finals_dropped = 0
         self.fallbacks = 0
         self.rechecks = 0
+        self.final_splits = 0
         # warm the sessions so the first caption is not late
         self.model.decode(self.model.encode(np.zeros((self.model.n_mels, 100), np.float32)),
                           language=self._lang(), max_tokens=2)
@@ -276,6 +332,28 @@ class WhisperAsr(Node):
         finally:
             self.decode_s += time.perf_counter() - t0
 
+    def _decode_final(self, raw: np.ndarray, words: bool, depth: int = 0):
+        """Final decode of raw log-mel frames. Whisper sometimes stops early: after a command
+        word it may end the text although narrative follows ("Go! Stop!" for 11 s of speech).
+        A result with fewer than ``MIN_WORDS_PER_S`` words per second over 3 s or more is
+        decoded again in two parts, split at the quietest frame of the middle third (up to
+        twice), and the parts are joined when that gives more words."""
+        res = self._decode(raw, final=True, words=words)
+        n = raw.shape[1]
+        if depth >= 2 or n < 300 or (res is not None and not self._rejection(res)
+                                     and len(res.text.split()) >= MIN_WORDS_PER_S * n / 100):
+            return res
+        k = quiet_frame(raw)
+        parts = [(self._decode_final(raw[:, :k], words, depth + 1), 0.0),
+                 (self._decode_final(raw[:, k:], words, depth + 1), k / 100)]
+        joined = join_results([(r, off) for r, off in parts if r is not None
+                               and not self._rejection(r)])
+        if joined is None or (res is not None and not self._rejection(res)
+                              and len(joined.text.split()) <= len(res.text.split())):
+            return res
+        self.final_splits += 1
+        return joined
+
     def _run(self, mel: np.ndarray, n: int, final: bool, kw: dict):
         """Trimmed encoder (``n`` real frames + a zero tail) with a token budget. A final whose
         trimmed decode loops or never ends falls back to the padded 30 s window; one decoded with
@@ -351,23 +429,40 @@ class WhisperAsr(Node):
                                             unstable=" ".join(tail), start_sample=u.start))
         self.partials_emitted += 1
 
-    def _final(self, io: NodeIO, u: _Utterance, upto: int | None = None) -> None:
-        """Decode the current utterance and emit its final; reset for the next one."""
+    def _final(self, io: NodeIO, u: _Utterance) -> None:
+        """Decode the current utterance and emit its final; reset for the next one.
+
+        A VAD that splits long speech (``max_speech_s``) places the split at the quietest point
+        of the speech it has already released, so this utterance may hold audio past its end:
+        that audio is the start of the next utterance (which begins at the split) and is
+        carried over to it."""
         if self.utts and self.utts[0] is u:
             self.utts.pop(0)
         n = self.n_audio
+        over = 0 if u.end is None else min(n, max(0, u.received - (u.end - u.start)))
+        n -= over
+        rest = self.audio[n:n + over].copy()
         speech_end = u.start + n if u.speech_end is None else min(u.speech_end, u.start + n)
         if n >= self._min_len():
-            tail = self.mel.finish()
-            raw = np.concatenate([self.raw[:, : self.n_raw], tail], axis=1)
-            res = self._decode(raw[:, : n // HOP], final=True,
-                               words=self.params.word_timestamps)
-            self._emit_final(io, res, u.start, u.start + n, speech_end)
+            if over:  # the incremental log-mel frames also covered the carried audio
+                self._decode_and_emit(io, u.start, n, speech_end - u.start)
+            else:
+                tail = self.mel.finish()
+                raw = np.concatenate([self.raw[:, : self.n_raw], tail], axis=1)
+                res = self._decode_final(raw[:, : n // HOP], self.params.word_timestamps)
+                self._emit_final(io, res, u.start, u.start + n, speech_end)
         else:
             self.finals_dropped += 1
             io.emit("events", TranscriptSkipped(u.start + n, RATE, self.id, start_sample=u.start,
                                                 reason="too_short"))
         self._reset_utterance()
+        if over and self.utts and self.utts[0].start == u.start + n:
+            nxt = self.utts[0]
+            self.audio[:over] = rest
+            self.n_audio = over
+            self._push_mel(rest)
+            nxt.received += over
+            self.since_partial = over
 
     def _emit_final(self, io: NodeIO, res, start: int, end: int, speech_end: int) -> None:
         reason = self._rejection(res)
@@ -400,41 +495,17 @@ class WhisperAsr(Node):
         self.stable = []
 
     def _cut_long(self, io: NodeIO, u: _Utterance) -> None:
-        """The utterance reached max_window_s while speech goes on: finalise up to the last
-        word boundary at least 1 s before the end and carry the rest into a new utterance."""
+        """The utterance reached max_window_s while speech goes on: finalise the audio up to its
+        quietest point in the last few seconds (:func:`quiet_cut`) and carry the rest into a new
+        utterance. The final is decoded from exactly the audio before the cut, so every word
+        spoken there is in its input, and nothing after the cut is dropped. (Cutting at a word
+        boundary of the window's own hypothesis lost words: when Whisper stops early, the
+        alignment crowds its last words at the end of the window, and the audio of the words
+        it left out fell before the cut.)"""
         n = self.n_audio
-        res = self._decode(self.raw[:, : self.n_raw], final=True, words=True)
-        cut, keep = n, 0
-        words = res.words if res is not None and res.words else []
-        limit = n / RATE - 1.0
-        for i in range(len(words) - 1):
-            if words[i].end <= limit:
-                # cut in the middle of the gap to the next word: alignment times are
-                # approximate, and cutting at a word's end can clip the next word's onset
-                cut = min(n, int((words[i].end + max(words[i + 1].start, words[i].end)) / 2
-                                 * RATE))
-                keep = i + 1
-        if cut < n and words:
-            kept_words = words[:keep]
-            text = "".join(w.word for w in kept_words).strip()
-            if text and not self._rejected(res):
-                io.emit("events", TranscriptFinal(u.start + cut, RATE, self.id, text=text,
-                                                  start_sample=u.start,
-                                                  speech_end_sample=u.start + cut,
-                                                  avg_logprob=round(res.avg_logprob, 4),
-                                                  no_speech_prob=round(res.no_speech_prob, 4),
-                                                  language=res.language or ""))
-                self.prev_text = text
-                self.finals_emitted += 1
-            else:
-                self.finals_dropped += 1
-                io.emit("events", TranscriptSkipped(u.start + cut, RATE, self.id,
-                                                    start_sample=u.start,
-                                                    reason=self._rejection(res) or "low_confidence",
-                                                    text=text))
-        else:
-            self._emit_final(io, res, u.start, u.start + n, u.start + n)
+        cut = quiet_cut(self.audio[:n], RATE)
         rest = self.audio[cut:n].copy()
+        self._decode_and_emit(io, u.start, cut, cut)
         self._reset_utterance()
         u.start += cut
         u.received -= cut
@@ -442,6 +513,16 @@ class WhisperAsr(Node):
         self.audio[: len(rest)] = rest
         self.n_audio = len(rest)
         self._push_mel(rest)
+
+    def _decode_and_emit(self, io: NodeIO, start: int, n: int, speech_end: int) -> None:
+        """Final for ``audio[:n]`` (the utterance starts at absolute sample ``start``): its
+        log-mel computed afresh (the incremental frames near ``n`` saw later samples too)."""
+        self.mel.reset()
+        self.n_raw = 0
+        self._push_mel(self.audio[:n])
+        raw = np.concatenate([self.raw[:, : self.n_raw], self.mel.finish()], axis=1)
+        res = self._decode_final(raw[:, : n // HOP], self.params.word_timestamps)
+        self._emit_final(io, res, start, start + n, start + speech_end)
 
     def flush(self, io: NodeIO) -> None:
         self._finish_complete(io)
@@ -462,4 +543,5 @@ class WhisperAsr(Node):
                 "partials": self.partials_emitted, "partials_skipped": self.partials_skipped,
                 "partials_unsure": self.partials_unsure,
                 "finals": self.finals_emitted, "finals_dropped": self.finals_dropped,
-                "fallbacks_30s": self.fallbacks, "rechecks_30s": self.rechecks}
+                "fallbacks_30s": self.fallbacks, "rechecks_30s": self.rechecks,
+                "finals_split": self.final_splits}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
-from ..console import CONSOLE
+from ..console import CONSOLE, columns
 from ..events import TranscriptFinal, TranscriptPartial, TranscriptSkipped
 from ..node import EVENTS, AudioSpec, Node, NodeIO, param, register
 
@@ -52,6 +52,8 @@ class CaptionsSink(Node):
 
     def process(self, io: NodeIO) -> None:
         w = self.params.width
+        if CONSOLE.tty:  # a narrower terminal would break the lines mid-word itself
+            w = max(10, min(w, columns() - 1 - (11 if self.params.timestamps else 0)))
         for ev in io.events("events"):
             if isinstance(ev, TranscriptPartial):
                 st, un = tail_fit(ev.stable, ev.unstable, w)

@@ -100,10 +100,20 @@ class SegmentsSink(Node):
                 self._deliver(io, seg, seg.start + self.n, last=False)
 
     def _complete(self, io: NodeIO) -> None:
+        """Deliver the segments whose audio is all there. A VAD that splits long speech
+        (``max_speech_s``) places the split inside audio already released, so the buffer may
+        hold more than the segment: the excess is the start of the next segment (which begins
+        at the split) and stays in the buffer for it."""
         while self.queue and self.queue[0].end is not None \
                 and self.queue[0].start + self.n >= self.queue[0].end:
             seg = self.queue.pop(0)
+            keep = max(0, seg.end - seg.start)  # type: ignore[operator]
+            over = self.n - keep
+            self.n = keep
             self._deliver(io, seg, seg.end, last=True)  # type: ignore[arg-type]
+            if over > 0 and self.queue and self.queue[0].start == seg.end:
+                self.buf[:over] = self.buf[keep:keep + over].copy()
+                self.n = over
 
     def _deliver(self, io: NodeIO, seg: _Segment, end: int, last: bool) -> None:
         audio = self.buf[: self.n].copy()

@@ -4,11 +4,13 @@ Cues follow common subtitle rules: at most ``max_lines`` lines of ``max_chars`` 
 between ``min_s`` and ``max_s`` seconds on screen. A final too long for one cue is split at word
 boundaries; with word timestamps each cue takes its words' times, otherwise the final's time span
 is shared out in proportion to the characters of each cue. Files are rewritten after each final
-(small, and always valid while the engine runs).
+(small; written beside and renamed over the old file, so always whole and valid while the
+engine runs).
 """
 
 from __future__ import annotations
 
+import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,17 +45,49 @@ def to_vtt(cues: list[Cue]) -> str:
                                   + "\n".join(c.lines) + "\n\n" for c in cues)
 
 
+def split_text(words: list[str], max_chars: int, max_lines: int) -> list[list[str]]:
+    """Words into as few cues as fit ``max_lines`` lines of ``max_chars``, as even in length as
+    possible (no one-word orphan cue after a full one): the fewest chunks a greedy fill needs,
+    then the split into that many fitting chunks with the least sum of squared lengths."""
+    n = len(words)
+    fits: dict[tuple[int, int], bool] = {}
+
+    def fit(i: int, j: int) -> bool:
+        if (i, j) not in fits:
+            fits[(i, j)] = j - i == 1 or \
+                len(textwrap.wrap(" ".join(words[i:j]), max_chars)) <= max_lines
+        return fits[(i, j)]
+
+    k, i = 0, 0
+    while i < n:  # greedy: the fewest chunks
+        j = i + 1
+        while j < n and fit(i, j + 1):
+            j += 1
+        k, i = k + 1, j
+    inf = float("inf")
+    cost = [[inf] * (n + 1) for _ in range(k + 1)]
+    back = [[0] * (n + 1) for _ in range(k + 1)]
+    cost[0][0] = 0.0
+    for c in range(1, k + 1):
+        for j in range(1, n + 1):
+            for i in range(j - 1, -1, -1):
+                if not fit(i, j):
+                    break  # a chunk starting earlier is longer still
+                v = cost[c - 1][i] + len(" ".join(words[i:j])) ** 2
+                if v < cost[c][j]:
+                    cost[c][j], back[c][j] = v, i
+    out, j = [], n
+    for c in range(k, 0, -1):
+        i = back[c][j]
+        out.append(words[i:j])
+        j = i
+    return out[::-1]
+
+
 def make_cues(text: str, start: float, end: float, words=(), max_chars: int = 42,
               max_lines: int = 2, min_s: float = 1.0, max_s: float = 7.0) -> list[Cue]:
     """Split one final into cues that respect the line, length and duration limits."""
-    chunks: list[list[str]] = [[]]
-    for w in text.split():
-        trial = " ".join(chunks[-1] + [w])
-        if chunks[-1] and len(textwrap.wrap(trial, max_chars)) > max_lines:
-            chunks.append([w])
-        else:
-            chunks[-1].append(w)
-    chunks = [c for c in chunks if c]
+    chunks = split_text(text.split(), max_chars, max_lines)
     if not chunks:
         return []
     total_chars = sum(len(" ".join(c)) for c in chunks)
@@ -78,6 +112,15 @@ def make_cues(text: str, start: float, end: float, words=(), max_chars: int = 42
             e = max(e, min(s + min_s, max(nxt, e)))
         out.append(Cue(round(s, 3), round(max(e, s + 0.001), 3), lines))
     return out
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``: a player
+    or editor that reads the file meanwhile sees the old or the new version, never an empty
+    or half-written one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 @register
@@ -129,9 +172,9 @@ class SubtitlesSink(Node):
                 changed = True
         if changed:
             if p.srt:
-                Path(p.srt).write_text(to_srt(self.cues))
+                _replace(Path(p.srt), to_srt(self.cues))
             if p.vtt:
-                Path(p.vtt).write_text(to_vtt(self.cues))
+                _replace(Path(p.vtt), to_vtt(self.cues))
 
     def stats(self) -> dict:
         return {"cues": len(getattr(self, "cues", [])),
