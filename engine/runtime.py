@@ -176,6 +176,10 @@ class Engine:
         #: by wait() / run() on the application's thread
         self._callback_exit: BaseException | None = None
         self.last_callback_error: str | None = None
+        self._drain = True  # stop(): flush every node at the end
+        self._abort = False  # stop(drain=False): also cut short a drain under way
+        self._feed_adapter: Any = None  # feed(): rate / channel conversion, made on first use
+        self._warned_scale = False
         self._states: list[_NodeState] = []
         self._compile()
 
@@ -343,13 +347,15 @@ class Engine:
             raise EngineError("feed() after end_feed(): the stream has ended")
         if self._done.is_set() or self._stop.is_set():
             raise EngineError("feed() after the engine stopped: the audio would be lost")
-        want_rate, want_ch = self.feed_format
-        x = self._as_frames(samples, want_ch)
-        if rate is not None and int(rate) != want_rate:
-            x = self._feed_resample(x, int(rate), want_rate)
-        elif getattr(self, "_feed_rs", None) is not None:
-            raise EngineError(f"feed(): rate changed from {self._feed_rs[0]} Hz to "
-                              f"{rate or want_rate} Hz in the middle of the stream")
+        if self._feed_adapter is None:
+            from .nodes.feed import FeedAdapter
+
+            self._feed_adapter = FeedAdapter(*self.feed_format)
+        x = self._as_frames(samples, self._feed_adapter.out_channels)
+        try:
+            x = self._feed_adapter.convert(x, rate)
+        except EngineError as e:
+            raise EngineError(f"feed(): {e}") from None
         return src.push(x, lambda: self.running)
 
     def _as_frames(self, samples: Any, channels: int) -> np.ndarray:
@@ -375,17 +381,11 @@ class Engine:
         elif x.ndim != 2:
             raise EngineError(f"feed() takes frames x channels (or 1-D mono), got an array of "
                               f"shape {x.shape}")
-        if x.shape[1] != channels:
-            if x.shape[1] > 64 and x.shape[0] <= 64:
-                raise EngineError(f"feed() got shape {x.shape}: frames come first (frames x "
-                                  f"channels); pass the transposed array (x.T)")
-            if channels == 1:
-                x = x.mean(axis=1, keepdims=True)  # downmix, as the web ingest does
-            else:
-                raise EngineError(f"feed() got {x.shape[1]} channels, the graph expects "
-                                  f"{channels}")
+        if x.shape[1] != channels and x.shape[1] > 64 and x.shape[0] <= 64:
+            raise EngineError(f"feed() got shape {x.shape}: frames come first (frames x "
+                              f"channels); pass the transposed array (x.T)")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if len(x) and not getattr(self, "_warned_scale", False):
+        if len(x) and not self._warned_scale:
             peak = float(np.max(np.abs(x)))
             if peak > 2.0 and np.isfinite(peak):
                 self._warned_scale = True
@@ -394,31 +394,12 @@ class Engine:
                             "by 32768)", peak)
         return x
 
-    def _feed_resample(self, x: np.ndarray, rate: int, out_rate: int) -> np.ndarray:
-        from .dsp.resample import StreamingResampler
-
-        if not 1000 <= rate <= 768000:
-            raise EngineError(f"feed(): rate must be 1000..768000 Hz, got {rate}")
-        held = getattr(self, "_feed_rs", None)
-        if held is None:
-            held = self._feed_rs = (rate, StreamingResampler(rate, out_rate, x.shape[1]))
-        elif held[0] != rate:
-            raise EngineError(f"feed(): rate changed from {held[0]} Hz to {rate} Hz in the "
-                              "middle of the stream")
-        rs = held[1]
-        out = np.empty((rs.max_output(len(x)), x.shape[1]), np.float32)
-        return out[: rs.process(x, out)]
-
     def end_feed(self) -> None:
         """Declare the end of fed audio: the graph drains and stops (:meth:`wait` returns)."""
-        held = getattr(self, "_feed_rs", None)
-        if held is not None and self.running:  # the resampler's last samples
-            rs = held[1]
-            out = np.empty((rs.latency_out + 64, rs.channels), np.float32)
-            while (n := rs.flush(out)) > 0:
-                self._feed_source().push(out[:n].copy(), lambda: self.running)
-                if n < len(out):
-                    break
+        if self._feed_adapter is not None and self.running:  # the resampler's last samples
+            tail = self._feed_adapter.flush()
+            if len(tail):
+                self._feed_source().push(tail, lambda: self.running)
         for s in self.sources:
             if hasattr(s.node, "end"):
                 s.node.end()  # type: ignore[attr-defined]
@@ -535,7 +516,7 @@ class Engine:
     def _dsp_loop(self) -> None:
         try:
             self._run_quanta()
-            if getattr(self, "_drain", True):
+            if self._drain:
                 self._flush_all()
         except BaseException as e:  # a bug in the engine itself: record and end
             self.error = e
@@ -713,7 +694,7 @@ class Engine:
         """End of stream: flush every node in topological order so finals come out. Before each
         flush, a silent pass delivers events still in flight from worker threads."""
         for idx, st in enumerate(self._states):
-            if getattr(self, "_abort", False):
+            if self._abort:
                 break
             if st.node.is_source:
                 continue
@@ -745,7 +726,7 @@ class Engine:
             self._publish(st)
 
     def _shutdown_threads(self) -> None:
-        drain = getattr(self, "_drain", True)
+        drain = self._drain
         for st in self._states:
             if st.queue is not None:
                 if not drain:  # stop(drain=False): work still queued is dropped, not done

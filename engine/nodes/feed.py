@@ -13,6 +13,57 @@ from ..node import AUDIO, AudioSpec, NodeIO, param, register
 from ._live import LiveSource
 
 
+class FeedAdapter:
+    """Float frames as an application or a client has them -> the feed's rate and channels.
+
+    More channels than a mono feed takes are averaged; audio at another rate goes through a
+    :class:`~engine.dsp.resample.StreamingResampler` kept for the stream (its rate may not
+    change midway). Used by :meth:`engine.runtime.Engine.feed` and the web server's /ingest.
+    Not real-time code: it allocates its output per call, on the caller's thread."""
+
+    def __init__(self, out_rate: int, out_channels: int):
+        self.out_rate, self.out_channels = int(out_rate), int(out_channels)
+        self.rate: int | None = None  # the stream's rate, once known
+        self._rs = None
+
+    def convert(self, x: np.ndarray, rate: int | None = None) -> np.ndarray:
+        """``x`` (float32, frames x channels) at ``rate`` (None: the feed's) in the feed's
+        format; raises :class:`EngineError` on a channel count it cannot map or a rate change."""
+        rate = self.out_rate if rate is None else int(rate)
+        if self.rate is None:
+            if not 1000 <= rate <= 768000:
+                raise EngineError(f"rate must be 1000..768000 Hz, got {rate}")
+            self.rate = rate
+            if rate != self.out_rate:
+                from ..dsp.resample import StreamingResampler
+
+                self._rs = StreamingResampler(rate, self.out_rate, self.out_channels)
+        elif rate != self.rate:
+            raise EngineError(f"rate changed from {self.rate} Hz to {rate} Hz in the middle "
+                              "of the stream")
+        if x.shape[1] != self.out_channels:
+            if self.out_channels != 1:
+                raise EngineError(f"got {x.shape[1]} channels, the graph expects "
+                                  f"{self.out_channels}")
+            x = x.mean(axis=1, keepdims=True)
+        if self._rs is None or not len(x):
+            return x
+        out = np.empty((self._rs.max_output(len(x)), self.out_channels), np.float32)
+        return out[: self._rs.process(np.ascontiguousarray(x, dtype=np.float32), out)]
+
+    def flush(self) -> np.ndarray:
+        """The resampler's last output frames at the end of the stream (none without one)."""
+        rs = self._rs
+        if rs is None:
+            return np.zeros((0, self.out_channels), np.float32)
+        parts, out = [], np.empty((rs.latency_out + 64, self.out_channels), np.float32)
+        while (n := rs.flush(out)) > 0:
+            parts.append(out[:n].copy())
+            if n < len(out):
+                break
+        return np.concatenate(parts) if parts else out[:0].copy()
+
+
 @register
 class FeedSource(LiveSource):
     """Frames pushed with :meth:`push` from one application thread (the ring's single producer).

@@ -43,9 +43,9 @@ from urllib.parse import urlsplit
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..dsp.resample import StreamingResampler
 from ..errors import EngineError
 from ..events import Event
+from ..nodes.feed import FeedAdapter
 
 STATIC = Path(__file__).resolve().parent / "static"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -407,7 +407,7 @@ class WebServer:
             return
         dtype, scale = FORMATS[fmt]
         width = np.dtype(dtype).itemsize * ch
-        rs = StreamingResampler(rate, out_rate, out_ch) if rate != out_rate else None
+        adapter = FeedAdapter(out_rate, out_ch)
         await ws.send_str(json.dumps({"type": "ingest.ready", "rate": out_rate,
                                       "channels": out_ch}))
         async for msg in ws:
@@ -423,11 +423,7 @@ class WebServer:
                 if not np.all(np.isfinite(x)):
                     await self._bad(ws, "non-finite samples")
                     return
-                if ch != out_ch:
-                    x = x.mean(axis=1, keepdims=True)
-                if rs is not None:
-                    out = np.empty((rs.max_output(len(x)), out_ch), np.float32)
-                    x = out[: rs.process(np.ascontiguousarray(x), out)]
+                x = adapter.convert(x, rate)
                 if len(x):
                     # a ring write (this thread is its producer) that never waits: a full ring
                     # (the graph stopped consuming) drops and counts
