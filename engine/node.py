@@ -102,7 +102,7 @@ class NodeIO:
     """What ``process`` sees for one quantum. Owned by the runtime and reused (no allocation)."""
 
     __slots__ = ("_in", "_out", "_produced", "_events_in", "_events_out", "start", "backlog",
-                 "node_id", "frames")
+                 "node_id", "frames", "stream_seconds")
 
     def __init__(self, node_id: str, out_buffers: dict[str, np.ndarray], event_ports: list[str]):
         self.node_id = node_id
@@ -117,6 +117,8 @@ class NodeIO:
         self.backlog = 0
         #: sources only: how many frames the runtime asks for in this quantum
         self.frames = 0
+        #: in ``flush``: seconds of audio the stream had when it ended (None: unknown)
+        self.stream_seconds: float | None = None
 
     # -- inputs
     def audio(self, port: str) -> np.ndarray:

@@ -693,6 +693,8 @@ class Engine:
     def _flush_all(self) -> None:
         """End of stream: flush every node in topological order so finals come out. Before each
         flush, a silent pass delivers events still in flight from worker threads."""
+        for st in self._states:
+            st.io.stream_seconds = self.audio_seconds  # type: ignore[union-attr]
         for idx, st in enumerate(self._states):
             if self._abort:
                 break

@@ -85,6 +85,7 @@ def run_node(node: Node, audio: np.ndarray | None, sample_rate: int,
     if flush:  # as the runtime does: empty blocks on the audio inputs
         io._in = {port: audio[:0]} if audio is not None else {}
         io._events_in = {}
+        io.stream_seconds = total / sample_rate if audio is not None else None
         node.flush(io)
         collect()
     result.audio = {

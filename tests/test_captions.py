@@ -132,6 +132,20 @@ def test_make_cues_limits():
     assert cues[0].start == 10.0 and cues[-1].end <= 22.0
 
 
+def test_last_cue_ends_with_the_audio(tmp_path):
+    """A last final shorter than a cue's minimum is stretched on screen, but not past the end
+    of the stream (a player would show it over nothing; 1.632 s for 1.5 s of audio)."""
+    from engine.events import TranscriptFinal
+    from engine.nodes.subtitles import SubtitlesSink
+    from engine.testing import run_node
+
+    srt = tmp_path / "c.srt"
+    node = SubtitlesSink("subs", SubtitlesSink.Params(srt=str(srt)))
+    ev = TranscriptFinal(int(1.45 * 16000), 16000, "asr", text="yes", start_sample=10000)
+    run_node(node, np.zeros((24000, 1), np.float32), 16000, 480, events={"events": [ev]})
+    assert srt.read_text().splitlines()[1] == "00:00:00,625 --> 00:00:01,500"
+
+
 def test_cues_are_balanced_without_orphan_words():
     """A final a little longer than one cue is split into two even cues, not a full one and a
     one-word orphan shown for half a second ("... review of activities they are" / "under.")."""

@@ -171,10 +171,24 @@ class SubtitlesSink(Node):
                 self.cues.extend(new)
                 changed = True
         if changed:
-            if p.srt:
-                _replace(Path(p.srt), to_srt(self.cues))
-            if p.vtt:
-                _replace(Path(p.vtt), to_vtt(self.cues))
+            self._write()
+
+    def _write(self) -> None:
+        p = self.params
+        if p.srt:
+            _replace(Path(p.srt), to_srt(self.cues))
+        if p.vtt:
+            _replace(Path(p.vtt), to_vtt(self.cues))
+
+    def flush(self, io: NodeIO) -> None:
+        """End of stream: no cue may end after the audio (the last one may have been
+        stretched to ``min_s`` past its speech)."""
+        self.process(io)
+        end = io.stream_seconds
+        if end is not None and self.cues and self.cues[-1].end > end:
+            last = self.cues[-1]
+            self.cues[-1] = Cue(last.start, round(max(end, last.start + 0.001), 3), last.lines)
+            self._write()
 
     def stats(self) -> dict:
         return {"cues": len(getattr(self, "cues", [])),
