@@ -90,7 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check graph files without running them")
     v.add_argument("graphs", nargs="+")
     v.set_defaults(func=cmd_validate)
-    for q in (r, v):
+    nd = sub.add_parser("nodes", help="list node types, or one type's ports and parameters")
+    nd.add_argument("type", nargs="?", help="a node type (e.g. vad.silero) for its details")
+    nd.set_defaults(func=cmd_nodes)
+    for q in (r, v, nd):
         q.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py",
                        help="import your own node types first (a module name or a .py file "
                             "whose @register classes graph files can then use); repeatable")
@@ -415,6 +418,9 @@ def _summary(stats: dict[str, Any]) -> str:
                       " s of silence)")
         if n.get("errors"):
             extra += f", errors {n['errors']}"
+        if n.get("clipped_samples"):
+            extra += (f", {n['clipped_samples']} samples clipped (the file's format holds "
+                      "-1..1: lower the gain or use subtype FLOAT)")
         if "events_by_group" in n:  # a sound monitor: what it heard, and its side outputs
             heard = ", ".join(f"{g} {k}" for g, k in n["events_by_group"].items()) or "none"
             extra += f"; sound events: {heard}"
@@ -463,6 +469,58 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _needs_mic(spec) -> bool:
     return any(n.type == "source.microphone" for n in spec.nodes)
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    """``audio-engine nodes [TYPE]``: what graph files can use, from the classes themselves."""
+    import dataclasses
+    import inspect
+    import re
+
+    from .node import AUDIO, did_you_mean, node_types
+
+    _load_plugins(args.plugin)
+    types = node_types()
+    if not args.type:
+        for name in sorted(types):
+            doc = " ".join((types[name].__doc__ or "").split())
+            doc = re.sub(r"^``[\w.]+``:\s*", "", doc).split(". ")[0].rstrip(".")
+            print(f"{name:<18} {doc[:100] + ('...' if len(doc) > 100 else '')}")
+        print("\naudio-engine nodes TYPE: its ports and parameters")
+        return 0
+    if args.type not in types:
+        raise EngineError(f"no node type '{args.type}'{did_you_mean(args.type, types)} "
+                          "(audio-engine nodes lists them)")
+    cls = types[args.type]
+    print(f"{args.type}: {inspect.cleandoc(cls.__doc__ or '')}\n")
+
+    def ports(d: dict) -> str:
+        return ", ".join(f"{p} ({'audio' if k == AUDIO else 'events'})" for p, k in d.items()) \
+            or "none"
+    optional = getattr(cls, "optional_inputs", frozenset())
+    print(f"inputs:  {ports(cls.inputs)}"
+          + (f"; optional: {', '.join(sorted(optional))}" if optional else ""))
+    print(f"outputs: {ports(cls.outputs)}")
+    print(f"thread:  {cls.thread}" + (f" (queue {cls.queue_policy}, {cls.queue_size} items)"
+                                      if cls.thread == "worker" else ""))
+    fields = dataclasses.fields(cls.Params)
+    if fields:
+        print("params:")
+    for f in fields:
+        m = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING  # type: ignore
+            else "(required)")
+        limits = [f"{'>' if k == 'gt' else '>=' if k == 'ge' else '<' if k == 'lt' else '<='}"
+                  f" {m[k]:g}" for k in ("gt", "ge", "lt", "le") if m.get(k) is not None]
+        if m.get("choices"):
+            limits.append("one of " + ", ".join(map(str, m["choices"])))
+        typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        print(f"  {f.name} ({typ}) = {default!r}" + (f"  [{'; '.join(limits)}]" if limits
+                                                       else ""))
+        if m.get("doc"):
+            print(f"      {m['doc']}")
+    return 0
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

@@ -211,6 +211,17 @@ class Node:
         """Apply a run-time control change (thread-safe: called from the runtime between blocks)."""
         raise NegotiationError(f"node {self.id} ({self.type_name}) takes no controls")
 
+    def check_control(self, values: dict[str, Any]) -> None:
+        """Raise :class:`~engine.errors.ParamError` if :meth:`control` would refuse ``values``.
+        Called by ``Engine.set`` on the caller's thread, so a typo fails there and then; it must
+        not change any state. The default accepts anything for nodes that take controls (the
+        node then reports a refusal as an ``engine.node_error``) and refuses for those that
+        do not."""
+        if type(self).control is Node.control:
+            from .errors import ParamError
+
+            raise ParamError(f"node {self.id} ({self.type_name}) takes no controls")
+
     def stats(self) -> dict[str, Any]:
         """Node-specific statistics merged into the run's statistics."""
         return {}

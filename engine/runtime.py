@@ -405,11 +405,14 @@ class Engine:
                 s.node.end()  # type: ignore[attr-defined]
 
     def set(self, node_id: str, **values: Any) -> None:
-        """Send a control change to a node (e.g. a spatializer position), applied at the next
-        quantum boundary on the node's own thread. Safe to call from any thread."""
+        """Send a control change to a node (a spatializer position, a gain), applied at the
+        next quantum boundary (within 10 ms of audio) on the DSP thread. Safe to call from any
+        thread; values the node would refuse raise :class:`ParamError` here. For changes at an
+        exact sample, send ``Control`` events into the node's ``control`` port instead."""
         if node_id not in self._by_id:
             from .node import did_you_mean
             raise ParamError(f"no node '{node_id}'{did_you_mean(node_id, self._by_id)}")
+        self._by_id[node_id].node.check_control(values)
         self._controls.append((node_id, values))
 
     def start(self) -> Engine:
@@ -590,8 +593,14 @@ class Engine:
             if st.node.is_source:
                 st.node.finished = True  # type: ignore[attr-defined]  # a broken source ends
             if st.errors <= 3 or st.errors % 100 == 0:
-                rate = next(iter(st.specs.values())).sample_rate if st.specs else 1
-                pos = max(st.start_of.values(), default=0) if st.start_of else 0
+                # where in the stream: the block's position on its first input's clock (a
+                # source's: its output's)
+                port = next((p for p in io.start if p in st.specs), None)
+                if port is not None:
+                    rate, pos = st.specs[port].sample_rate, io.start[port]
+                else:
+                    rate = next(iter(st.specs.values())).sample_rate if st.specs else 1
+                    pos = max(st.start_of.values(), default=0)
                 msg = f"{st.decl.type} raised {type(e).__name__}: {e}"
                 if st.errors > 3:
                     msg += f" ({st.errors} errors so far)"

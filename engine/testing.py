@@ -22,12 +22,14 @@ class NodeRun:
     specs: dict[str, AudioSpec] = field(default_factory=dict)
 
 
-def run_node(node: Node, audio: np.ndarray | None, sample_rate: int,
+def run_node(node: Node, audio: np.ndarray | dict[str, np.ndarray] | None, sample_rate: int,
              block: int | Sequence[int], events: dict[str, list[Event]] | None = None,
              port: str = "audio", flush: bool = True) -> NodeRun:
     """Push ``audio`` (frames x channels, or 1-D) through ``node`` in blocks of ``block`` frames,
     or of the sizes in a sequence, cycled (``[0, 1, 480, 17]``: irregular blocks, empty ones
     included, as a resampler upstream delivers them; the node is prepared for the largest).
+    ``audio`` goes to input ``port``; a node with several audio inputs takes a dict
+    ``{port: array}`` (arrays of the same length, cut into the same blocks).
 
     ``events`` maps input event ports to events; each is delivered in the block containing its
     ``sample``. Returns all audio produced per output port and all events per output port.
@@ -38,11 +40,15 @@ def run_node(node: Node, audio: np.ndarray | None, sample_rate: int,
                          f"got {block!r}")
     block = max(sizes)
     in_specs: dict[str, AudioSpec] = {}
+    inputs: dict[str, np.ndarray] = {}
     if audio is not None:
-        if audio.ndim == 1:
-            audio = audio[:, None]
-        audio = np.ascontiguousarray(audio, dtype=np.float32)
-        in_specs[port] = AudioSpec(sample_rate, audio.shape[1], block)
+        for p, a in (audio.items() if isinstance(audio, dict) else [(port, audio)]):
+            a = np.ascontiguousarray(a[:, None] if a.ndim == 1 else a, dtype=np.float32)
+            inputs[p] = a
+            in_specs[p] = AudioSpec(sample_rate, a.shape[1], block)
+        if len({len(a) for a in inputs.values()}) > 1:
+            raise ValueError("audio: the input arrays must have the same length, got "
+                             + ", ".join(f"{p} {len(a)}" for p, a in inputs.items()))
     out_specs = node.negotiate(in_specs)
     specs = {**in_specs, **out_specs}
     node.prepare(specs)
@@ -65,15 +71,15 @@ def run_node(node: Node, audio: np.ndarray | None, sample_rate: int,
             result.events[p].extend(io._events_out[p])
             io._events_out[p].clear()
 
-    total = len(audio) if audio is not None else 0
+    total = len(next(iter(inputs.values()))) if inputs else 0
     pos = 0
     k = 0
     while pos < total or (audio is None and pending):
         size = sizes[k % len(sizes)] if audio is not None else block
         k += 1
         end = min(pos + size, total) if audio is not None else pos + block
-        io._in = {port: audio[pos:end]} if audio is not None else {}
-        io.start = {port: pos}
+        io._in = {p: a[pos:end] for p, a in inputs.items()}
+        io.start = {p: pos for p in inputs} or {port: pos}
         evin: dict[str, list[Event]] = {}
         while pending and (pending[0][1].sample < end or audio is None):
             p, e = pending.pop(0)
@@ -83,7 +89,7 @@ def run_node(node: Node, audio: np.ndarray | None, sample_rate: int,
         collect()
         pos = end
     if flush:  # as the runtime does: empty blocks on the audio inputs
-        io._in = {port: audio[:0]} if audio is not None else {}
+        io._in = {p: a[:0] for p, a in inputs.items()}
         io._events_in = {}
         io.stream_seconds = total / sample_rate if audio is not None else None
         node.flush(io)

@@ -264,3 +264,68 @@ def test_embedding_overrides_and_input_mistakes_are_explained():
     with pytest.raises(EngineError, match=r"input='feeds': no such audio file \(did you mean "
                                           r"'feed'\?\)"):
         Engine.from_file(graph, input="feeds")
+
+
+def _recording_graph(src: Path, *sinks: tuple[str, str], gain_db: float = 0.0) -> str:
+    g = (f'[[nodes]]\nid = "src"\ntype = "source.file"\nparams = {{ path = "{src}" }}\n'
+         f'[[nodes]]\nid = "g"\ntype = "dsp.gain"\nin = {{ audio = "src.audio" }}\n'
+         f'params = {{ db = {gain_db} }}\n')
+    for i, (path, subtype) in enumerate(sinks):
+        g += (f'[[nodes]]\nid = "rec{i}"\ntype = "sink.wav"\nin = {{ audio = "g.audio" }}\n'
+              f'params = {{ path = "{path}", subtype = "{subtype}" }}\n')
+    return g
+
+
+def test_a_run_that_fails_to_start_keeps_the_last_recording(tmp_path, good_wav):
+    """Bad input loses nothing: a run whose start-up fails (here a second recording in a
+    folder it cannot write) must not empty the first recording of the last run."""
+    keep = tmp_path / "keep.wav"
+    Engine(parse_graph(_recording_graph(good_wav, (keep, "PCM_16"))), realtime=False).run()
+    before = keep.read_bytes()
+    assert sf.info(keep).frames == 16000
+    spec = parse_graph(_recording_graph(good_wav, (keep, "PCM_16"),
+                                        ("/proc/no/such/dir/x.wav", "PCM_16")))
+    with pytest.raises(AudioFileError, match="cannot create recording"):
+        Engine(spec, realtime=False).run()
+    assert keep.read_bytes() == before
+
+
+def test_recordings_take_the_extensions_format_and_count_clipping(tmp_path):
+    """.ogg / .mp3 recordings get the format's own coding (they failed at run time with
+    'Invalid combination of format, subtype and endian'); an unknown extension is refused when
+    the graph loads; samples an integer format clips are counted."""
+    src = tmp_path / "loud.wav"
+    t = np.arange(16000) / 16000
+    sf.write(src, (0.9 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[:, None], 16000,
+             subtype="FLOAT")
+    ogg, pcm, flt = tmp_path / "a.ogg", tmp_path / "b.wav", tmp_path / "c.wav"
+    eng = Engine(parse_graph(_recording_graph(src, (ogg, "FLOAT"), (pcm, "PCM_16"),
+                                              (flt, "FLOAT"), gain_db=6.0)), realtime=False)
+    st = eng.run()
+    assert sf.info(ogg).format == "OGG" and sf.info(ogg).frames == 16000
+    assert st["nodes"]["rec1"]["clipped_samples"] > 1000  # 0.9 * 2 = 1.8 peaks
+    assert st["nodes"]["rec2"]["clipped_samples"] == 0  # float keeps them
+    with pytest.raises(GraphError, match=r"rec0\].params.path: cannot tell the file format"):
+        parse_graph(_recording_graph(src, (tmp_path / "x.xyz", "FLOAT")))
+
+
+def test_spatializer_taps_too_short_is_refused_when_the_graph_loads():
+    graph = ('[[nodes]]\nid = "src"\ntype = "source.file"\nparams = { path = "x.wav" }\n'
+             '[[nodes]]\nid = "sp"\ntype = "spatial.hrtf"\nin = { audio = "src.audio" }\n'
+             'params = { taps = 8 }\n')
+    with pytest.raises(GraphError, match="taps: must be 0 .auto. or 16..1024, got 8"):
+        parse_graph(graph)
+
+
+def test_cli_lists_node_types_and_their_parameters():
+    r = run_cli("nodes")
+    assert r.returncode == 0 and "sink.segments" in r.stdout and "vad.silero" in r.stdout
+    r = run_cli("nodes", "dsp.gain")
+    assert r.returncode == 0, r.stderr
+    assert "ramp_ms (float) = 10.0  [>= 0; <= 10000]" in r.stdout
+    assert "inputs:  audio (audio)" in r.stdout
+    r = run_cli("nodes", "vad.silro")
+    assert_clean_error(r, "no node type 'vad.silro'", "did you mean 'vad.silero'")
+    plugin = REPO / "tests" / "data" / "plugin_meter.py"
+    r = run_cli("nodes", "test.meter", "--plugin", str(plugin))
+    assert r.returncode == 0 and "every_s" in r.stdout, r.stderr

@@ -113,6 +113,9 @@ params = {{ path = "{out}" }}
     eng.on("engine.node_error", errors.append)
     stats = eng.run()
     assert errors and "boom" in errors[0].message and errors[0].node == "x"
+    # stamped where each failing block starts (every third 10 ms block; it said the position
+    # of the node's last output, which stops moving when the node fails)
+    assert [e.sample for e in errors[:3]] == [320, 800, 1280]
     n_err = stats["nodes"]["x"]["errors"]
     assert n_err >= 33
     assert 16000 - n_err * 160 <= sf.info(out).frames < 16000  # the other blocks went through
@@ -469,3 +472,87 @@ def test_example_plugin_is_block_size_invariant():
         assert np.array_equal(r.audio["audio"][:, 0], x)
     first = runs[1]
     assert len(first) == 8 and all(v == first for v in runs.values()), runs
+
+
+def test_gain_changes_ramp_without_a_click():
+    """dsp.gain: a run-time change (Engine.set / control) moves over ramp_ms instead of
+    jumping at a block boundary (a -30 dB step on a 1 kHz sine jumped by 0.48, where the sine's
+    own largest step is 0.065)."""
+    from engine.nodes.gain import Gain
+
+    fs, block = 48000, 480
+    t = np.arange(fs) / fs
+    x = (0.5 * np.sin(2 * np.pi * 1013 * t)).astype(np.float32)[:, None]
+    nd = Gain("g", Gain.Params())
+    spec = AudioSpec(fs, 1, block)
+    nd.prepare({"audio": nd.negotiate({"audio": spec})["audio"]})
+    io = NodeIO("g", {"audio": np.zeros((block, 1), np.float32)}, [])
+    out = []
+    for i in range(0, fs, block):
+        if i == 50 * block:
+            nd.control({"db": -30.0})
+        io._in = {"audio": x[i:i + block]}
+        nd.process(io)
+        out.append(io.out("audio")[:block].copy())
+    y = np.concatenate(out)[:, 0]
+    own = np.abs(np.diff(x[:, 0])).max()
+    assert np.abs(np.diff(y)).max() <= 1.01 * own
+    j = 50 * block + 480  # 10 ms later the new gain holds exactly
+    np.testing.assert_allclose(y[j:], x[j:, 0] * np.float32(10 ** (-30 / 20)), rtol=1e-6)
+    np.testing.assert_array_equal(y[:50 * block], x[:50 * block, 0])
+
+
+def test_set_refuses_what_the_node_would_refuse(tmp_path):
+    """Engine.set checks the values on the caller's thread: a typo raises there and then (it
+    was only reported later, as a node error)."""
+    from engine.errors import ParamError
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, np.zeros((4800, 1), np.float32), 48000)
+    spec = parse_graph(f'[[nodes]]\nid = "src"\ntype = "source.file"\n'
+                       f'params = {{ path = "{wav}" }}\n'
+                       '[[nodes]]\nid = "g"\ntype = "dsp.gain"\nin = { audio = "src.audio" }\n'
+                       '[[nodes]]\nid = "sp"\ntype = "spatial.hrtf"\nin = { audio = "g.audio" }\n')
+    eng = Engine(spec, realtime=False)
+    with pytest.raises(ParamError, match="unknown key 'azimuht' .did you mean 'azimuth'"):
+        eng.set("sp", azimuht=30)
+    with pytest.raises(ParamError, match="db = a number"):
+        eng.set("g", db="loud")
+    with pytest.raises(ParamError, match="takes no controls"):
+        eng.set("src", path="other.wav")
+    eng.set("sp", azimuth=30)
+    eng.set("g", db=-6)
+    eng.run()
+    assert eng.stats()["nodes"]["sp"]["controls_applied"] == 1
+
+
+@register
+class _Sum2(Node):
+    """Test-only node type with two audio inputs (for run_node's dict form)."""
+
+    type_name = "test.sum2"
+    inputs = {"a": AUDIO, "b": AUDIO}
+    outputs = {"audio": AUDIO}
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def negotiate(self, inputs):
+        return {"audio": inputs["a"]}
+
+    def process(self, io: NodeIO) -> None:
+        a, b = io.audio("a"), io.audio("b")
+        np.add(a, b, out=io.out("audio")[: len(a)])
+        io.produced("audio", len(a))
+
+
+def test_run_node_drives_several_audio_inputs():
+    from engine.testing import run_node
+
+    a = np.arange(1000, dtype=np.float32)
+    b = np.ones(1000, np.float32)
+    out = run_node(_Sum2("s", _Sum2.Params()), {"a": a, "b": b}, 16000, [7, 480, 0]).audio
+    np.testing.assert_array_equal(out["audio"][:, 0], a + 1)
+    with pytest.raises(ValueError, match="same length"):
+        run_node(_Sum2("s", _Sum2.Params()), {"a": a, "b": b[:10]}, 16000, 160)

@@ -48,8 +48,10 @@ import numpy as np
 from ..errors import EngineError
 from . import spatial_kernels as sk
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SPEED_OF_SOUND = 343.0
+#: band (Hz) over which ``normalize`` gives the set unit mean power per ear, whatever the rate
+NORM_BAND_HZ = (200.0, 7000.0)
 DEFAULT_SOFA = Path(__file__).resolve().parents[1] / "data" / "hrtf" / "MIT_KEMAR_normal_pinna.sofa"
 #: cross-correlation band that defines the ITD (Hz) and the Butterworth order of its filter
 ITD_BAND = (100.0, 1500.0)
@@ -671,7 +673,11 @@ def build_hrtf(sofa: SofaData, sample_rate: int, taps: int = 128, sha: str = "")
     tri_inv, nbr = triangle_tables(v, tri)
     grid = np.zeros((181, 360), np.int32)
     sk.build_grid(tri_inv, nbr, grid)
-    energy = float(np.mean(np.sum(h[measured] ** 2, axis=-1)))
+    # normalisation on a fixed band, so the level does not depend on the sample rate (the
+    # time-domain energy counted the band above the data at high rates, none of it at low)
+    freqs = np.fft.rfftfreq(nfft, 1.0 / fs)
+    band = (freqs >= NORM_BAND_HZ[0]) & (freqs <= min(NORM_BAND_HZ[1], f_valid))
+    energy = float(np.mean(np.abs(np.fft.rfft(h[measured], nfft)[..., band]) ** 2))
     name = sofa.attrs.get("DatabaseName") or Path(sofa.path).stem
     return HrtfSet(int(sample_rate), int(taps), v, measured, h.astype(np.float32), delays, tri,
                    tri_inv, nbr, grid, float(shift), float(1.0 / np.sqrt(energy)), name, sha)

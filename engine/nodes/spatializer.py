@@ -32,7 +32,9 @@ block size; a change takes effect at the first boundary at or after the block (`
 the event's sample (``Control`` events) and is crossfaded over one update period. The node adds
 no latency: the earliest ear plays ``spatial_kernels.INTERP_HALF`` samples after the input
 (the half-length of the fractional delay), a physical propagation delay
-``(distance - min_distance) / 343 m/s`` is added when ``doppler`` is on.
+``(distance - min_distance) / 343 m/s`` is added when ``doppler`` is on. At the end of the
+stream ``flush`` renders what is still on its way (delays and filter tail), so the output is
+longer than the input by that much.
 """
 
 from __future__ import annotations
@@ -61,22 +63,22 @@ _JUMP_SLEW = 0.1
 def check_value(key: str, v: Any, max_distance: float) -> float:
     """Validate one position / orientation value; raise ``ValueError`` saying what is wrong."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"{key} must be a number, got {v!r}")
+        raise ValueError(f"{key}: must be a number, got {v!r}")
     v = float(v)
     if not math.isfinite(v):
-        raise ValueError(f"{key} is {v}; give a finite number")
+        raise ValueError(f"{key}: is {v}; give a finite number")
     limits = {"elevation": (-90.0, 90.0, "degrees"), "pitch": (-90.0, 90.0, "degrees"),
               "azimuth": (-1e6, 1e6, "degrees"), "yaw": (-1e6, 1e6, "degrees"),
               "roll": (-1e6, 1e6, "degrees"), "orbit_deg_per_s": (-36000.0, 36000.0, "deg/s"),
               "gain_db": (-120.0, 40.0, "dB")}
     if key == "distance":
         if not 0.0 < v <= max_distance:
-            raise ValueError(f"distance {v} m is outside (0, {max_distance}] m (raise "
+            raise ValueError(f"distance: {v} m is outside (0, {max_distance}] m (raise "
                              f"max_distance to place sources farther)")
     elif key in limits:
         lo, hi, unit = limits[key]
         if not lo <= v <= hi:
-            raise ValueError(f"{key} {v} is outside {lo:g}..{hi:g} {unit}")
+            raise ValueError(f"{key}: {v} is outside {lo:g}..{hi:g} {unit}")
     return v
 
 
@@ -118,6 +120,8 @@ def param_problems(p: Any) -> list[str]:
         problems.append(f"sources: names must be unique, {', '.join(dup)} repeated")
     if not p.sources:
         problems.append("sources: give at least one source (one per input channel)")
+    if 0 < p.taps < 16:
+        problems.append(f"taps: must be 0 (auto) or 16..1024, got {p.taps}")
     if p.hrtf not in ("", "default") and not resolve_sofa(p.hrtf).is_file():
         problems.append(f"hrtf: file {p.hrtf} not found (a SimpleFreeFieldHRIR .sofa file, or "
                         f"'default')")
@@ -227,6 +231,9 @@ class HrtfSpatializer(Node):
             src_fields = {k: self._check(where, k, v) for k, v in src_fields.items()}
         return (idx, src_fields, jump, lst)
 
+    def check_control(self, values: dict[str, Any]) -> None:
+        self._parse_control(values)
+
     def control(self, values: dict[str, Any]) -> None:
         """Queue a position / orientation change (thread-safe, never blocks the audio thread).
 
@@ -248,7 +255,33 @@ class HrtfSpatializer(Node):
                 f"{self.id}.audio has {spec.describe()} but the node places {n} source"
                 f"{'s' if n != 1 else ''} ({names}): give one entry in 'sources' per input "
                 f"channel, or add a dsp.mix with channels = {n} before it")
-        return {"audio": AudioSpec(spec.sample_rate, 2, spec.max_block)}
+        # the output block may be longer than the input's once: flush() renders the tail
+        return {"audio": AudioSpec(spec.sample_rate, 2,
+                                   max(spec.max_block, self._tail_bound(spec.sample_rate)))}
+
+    def _tail_bound(self, fs: int) -> int:
+        """Most frames still to come out after the input ends: the largest propagation delay,
+        the interaural and onset delays (a few ms) and the filter and interpolator lengths."""
+        p = self.params
+        prop = (p.max_distance - p.min_distance) / SPEED_OF_SOUND if p.doppler else 0.0
+        taps = p.taps or 16 * math.ceil(128 * max(fs, 48000) / 48000 / 16)
+        return int(math.ceil(fs * (prop + 0.005))) + taps + 2 * sk.INTERP_TAPS
+
+    def flush(self, io: NodeIO) -> None:
+        """End of stream: what is still in the delay lines and filters (the sound on its way
+        from a distant source, the far ear's delay, the filter tail) comes out."""
+        hs = self.hrtf
+        if hs is None:
+            io.produced("audio", 0)
+            return
+        p = self.params
+        prop = self._cfg[sk.C_PROP]
+        dist = float(np.max(self._tgt[:, sk.T_DIST])) if len(self._tgt) else p.min_distance
+        n = int(math.ceil(float(hs.delays.max()) + prop * max(0.0, dist - p.min_distance))) \
+            + hs.taps + 2 * sk.INTERP_TAPS
+        n = min(n, len(io.out("audio")), len(self._tail_zeros))
+        self._render(self._tail_zeros[:n], io.out("audio"), n)
+        io.produced("audio", n)
 
     def prepare(self, specs: dict[str, AudioSpec]) -> None:
         p = self.params
@@ -257,8 +290,6 @@ class HrtfSpatializer(Node):
         self._fs = fs
         self._max_block = spec.max_block
         taps = p.taps or (128 if fs <= 48000 else 16 * math.ceil(128 * fs / 48000 / 16))
-        if taps < 16:
-            raise ParamError(f"{self.id}: taps = {taps} is too short; use 16..1024 or 0 (auto)")
         hs = prepare_hrtf(p.hrtf, fs, taps)
         self.hrtf = hs
         n = len(self._sources)
@@ -282,6 +313,7 @@ class HrtfSpatializer(Node):
         self._scratch = np.zeros(sk.INTERP_TAPS + 2 * per, np.float32)
         self._zeros = np.zeros((min(per, spec.max_block), n), np.float32)
         self._xbuf = np.zeros((spec.max_block, n), np.float32)
+        self._tail_zeros = np.zeros((self._tail_bound(fs), n), np.float32)
         cfg = np.zeros(sk.CFG_LEN)
         cfg[sk.C_FS] = fs
         cfg[sk.C_PERIOD] = per

@@ -146,15 +146,21 @@ class SubtitlesSink(Node):
         return {}
 
     def prepare(self, specs: dict[str, AudioSpec]) -> None:
+        """Check that the files can be written; they are written at the first caption (or
+        empty at the end of a stream without any), so a run that fails to start leaves the
+        last run's subtitles alone."""
         self.cues: list[Cue] = []
+        self._written = False
         for path in (self.params.srt, self.params.vtt):
             if path:
                 p = Path(path)
                 try:
                     p.parent.mkdir(parents=True, exist_ok=True)
-                    p.write_text("" if p.suffix.lower() != ".vtt" else "WEBVTT\n\n")
                 except OSError as e:
                     raise EngineError(f"{p}: cannot write subtitles: {e.strerror}") from None
+                if p.is_dir() or not os.access(p if p.exists() else p.parent, os.W_OK):
+                    raise EngineError(f"{p}: cannot write subtitles: "
+                                      f"{'a directory' if p.is_dir() else 'permission denied'}")
 
     def process(self, io: NodeIO) -> None:
         p = self.params
@@ -174,6 +180,7 @@ class SubtitlesSink(Node):
             self._write()
 
     def _write(self) -> None:
+        self._written = True
         p = self.params
         if p.srt:
             _replace(Path(p.srt), to_srt(self.cues))
@@ -189,6 +196,8 @@ class SubtitlesSink(Node):
             last = self.cues[-1]
             self.cues[-1] = Cue(last.start, round(max(end, last.start + 0.001), 3), last.lines)
             self._write()
+        elif not self._written:
+            self._write()  # no caption at all: empty, valid files
 
     def stats(self) -> dict:
         return {"cues": len(getattr(self, "cues", [])),
