@@ -313,7 +313,7 @@ def _inputs(raw: Any, label: str, cls: type[Node] | None, problems: list[str]):
             parsed.append(tuple(r.split(".")))
         if cls is not None and cls.inputs.get(port) == AUDIO and len(parsed) > 1:
             problems.append(f"{label}.in.{port}: an audio port takes one producer, got "
-                            f"{len(parsed)} (use a dsp.mix node to combine streams)")
+                            f"{len(parsed)} (use a dsp.merge node to combine streams)")
         out[port] = tuple(parsed)  # type: ignore[arg-type]
     if cls is not None:
         for port in cls.inputs:

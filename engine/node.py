@@ -60,6 +60,9 @@ class AudioSpec:
     sample_rate: int
     channels: int
     max_block: int
+    #: how far the stream lags its source: the latencies declared along its path (seconds;
+    #: set by the runtime from each node's ``latency_samples``; not part of equality)
+    latency_s: float = dataclasses.field(default=0.0, compare=False)
 
     def describe(self) -> str:
         ch = {1: "mono", 2: "stereo"}.get(self.channels, f"{self.channels} channels")

@@ -247,6 +247,12 @@ class Engine:
                                 f"for audio output {', '.join(map(repr, lost))} (return "
                                 "{port: AudioSpec(...)} for every audio output)")
                 continue
+            # each output lags its inputs' worst path plus the node's own declared latency
+            lag = max((s.latency_s for s in in_specs.values()), default=0.0)
+            for port, spec in out_specs.items():
+                if isinstance(spec, AudioSpec):
+                    own = st.node.latency_samples / spec.sample_rate if spec.sample_rate else 0.0
+                    out_specs[port] = replace(spec, latency_s=max(spec.latency_s, lag + own))
             st.specs = {**in_specs, **out_specs}
         if problems:
             raise GraphError(self.spec.source, problems)

@@ -556,3 +556,84 @@ def test_run_node_drives_several_audio_inputs():
     np.testing.assert_array_equal(out["audio"][:, 0], a + 1)
     with pytest.raises(ValueError, match="same length"):
         run_node(_Sum2("s", _Sum2.Params()), {"a": a, "b": b[:10]}, 16000, 160)
+
+
+def _merge_graph(wav: Path, out: Path) -> str:
+    """A click through 44.1k -> 48k directly (a) and through 44.1k -> 16k -> 48k (b)."""
+    return f'''
+[[nodes]]
+id = "src"
+type = "source.file"
+params = {{ path = "{wav}" }}
+[[nodes]]
+id = "r1"
+type = "dsp.resample"
+in = {{ audio = "src.audio" }}
+params = {{ rate = 48000 }}
+[[nodes]]
+id = "ra"
+type = "dsp.resample"
+in = {{ audio = "src.audio" }}
+params = {{ rate = 16000 }}
+[[nodes]]
+id = "rb"
+type = "dsp.resample"
+in = {{ audio = "ra.audio" }}
+params = {{ rate = 48000 }}
+[[nodes]]
+id = "m"
+type = "dsp.merge"
+in = {{ a = "r1.audio", b = "rb.audio" }}
+[[nodes]]
+id = "rec"
+type = "sink.wav"
+in = {{ audio = "m.audio" }}
+params = {{ path = "{out}" }}
+'''
+
+
+def test_merge_aligns_paths_of_different_latency(tmp_path):
+    """dsp.merge puts streams side by side and compensates the latencies declared along their
+    paths (the 16 kHz detour lags 318 samples more at 48 kHz): a click simultaneous at the
+    source is simultaneous in both output channels."""
+    fs = 44100
+    x = np.zeros(fs, np.float32)
+    x[fs // 2] = 1.0
+    wav, out = tmp_path / "click.wav", tmp_path / "merged.wav"
+    sf.write(wav, x, fs, subtype="FLOAT")
+    eng = Engine(parse_graph(_merge_graph(wav, out)), realtime=False)
+    assert eng.node("m").delays == {"a": 318, "b": 0}
+    eng.run()
+    y, rate = sf.read(out)
+    assert rate == 48000 and y.shape[1] == 2
+    peaks = [int(np.argmax(np.abs(y[:, c]))) for c in range(2)]
+    assert peaks[0] == peaks[1], peaks
+    assert len(y) >= 48000  # nothing cut at the end
+
+
+def test_merge_output_does_not_depend_on_the_block_size():
+    from engine.nodes.merge import Merge
+    from engine.testing import run_node
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((3000, 1)), rng.standard_normal((3000, 2))
+    outs = [run_node(Merge("m", Merge.Params()), {"a": a, "b": b}, 16000, blk).audio["audio"]
+            for blk in (1, 160, 480, [0, 7, 480, 13])]
+    for o in outs:
+        np.testing.assert_array_equal(o, outs[0])
+    np.testing.assert_array_equal(outs[0], np.hstack([a, b]).astype(np.float32))
+
+
+def test_merge_refuses_mixed_rates_with_the_fix():
+    from engine.errors import GraphError
+
+    g = ('[[nodes]]\nid = "x"\ntype = "source.file"\nparams = { path = "%s" }\n'
+         '[[nodes]]\nid = "r"\ntype = "dsp.resample"\nin = { audio = "x.audio" }\n'
+         'params = { rate = 16000 }\n'
+         '[[nodes]]\nid = "m"\ntype = "dsp.merge"\nin = { a = "x.audio", b = "r.audio" }\n')
+    wav = REPO / "engine" / "data" / "samples" / "jfk.flac"
+    with pytest.raises(GraphError, match="inputs must share one sample rate.*dsp.resample"):
+        Engine(parse_graph(g % wav), realtime=False)
+    with pytest.raises(GraphError, match="use a dsp.merge node"):
+        parse_graph((g % wav).replace('in = { a = "x.audio", b = "r.audio" }',
+                                      'in = { a = ["x.audio", "r.audio"], b = "r.audio" }'))
