@@ -320,6 +320,10 @@ def _device_notice(ev: Any) -> None:
     elif ev.kind == "recovered":
         CONSOLE.line(f"{ev.node}: the audio device is back at {ev.time_s:.1f} s "
                      f"({ev.count / ev.sample_rate:.1f} s of audio lost)")
+    elif ev.kind in ("output_underflow", "output_dropped"):
+        what = ("played silence: audio came too late" if ev.kind == "output_underflow"
+                else f"dropped audio it could not play ({ev.count / ev.sample_rate:.1f} s so far)")
+        CONSOLE.line(f"{ev.node}: the output {what} at {ev.time_s:.1f} s (machine busy?)")
 
 
 def _start_server(args: argparse.Namespace, eng: Any) -> Any:
@@ -412,10 +416,18 @@ def _summary(stats: dict[str, Any]) -> str:
         if n.get("input_overflows") or n.get("output_underflows"):
             extra += (f", overflows {n.get('input_overflows', 0)}, underflows "
                       f"{n.get('output_underflows', 0)}")
+        rate = max(n.get("granted_rate") or 1, 1)
         if n.get("reopens"):
-            extra += (f", input lost and reopened {n['reopens']}x "
-                      f"({n.get('zero_filled_frames', 0) / max(n.get('granted_rate') or 1, 1):.1f}"
-                      " s of silence)")
+            if "dropped_frames" in n:  # an output
+                extra += f", output lost and reopened {n['reopens']}x"
+            else:
+                extra += (f", input lost and reopened {n['reopens']}x "
+                          f"({n.get('zero_filled_frames', 0) / rate:.1f} s of silence)")
+        if n.get("dropped_frames"):
+            extra += f", {n['dropped_frames'] / rate:.1f} s of output dropped"
+        if n.get("late_deliveries") and "granted_rate" in n:  # a device, not a feed
+            extra += (f", audio arrived late {n['late_deliveries']}x (longest gap "
+                      f"{n['longest_gap_s']:.1f} s; machine busy?)")
         if n.get("errors"):
             extra += f", errors {n['errors']}"
         if n.get("clipped_samples"):

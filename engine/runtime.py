@@ -550,6 +550,7 @@ class Engine:
         t0 = time.monotonic()
         primary = self.sources[0] if self.sources else None
         prate = primary.specs["audio"].sample_rate if primary else 1
+        capture_lag = primary is not None and hasattr(primary.node, "capture_lag_s")
         pc = time.perf_counter
         while not self._stop.is_set():
             # --- pacing: wait until every source can deliver this quantum
@@ -582,7 +583,10 @@ class Engine:
                     x = primary.out_bufs["audio"][:n]
                     self.input_level = float(np.sqrt(np.mean(x * x)))
                 self.audio_seconds = primary.total.get("audio", 0) / prate
-                self._clock_map.append((self.audio_seconds, time.monotonic()))
+                # when that audio was in the room: a device's capture lag (its buffering and
+                # what still waits in the ring) is subtracted, so latencies include it
+                lag = primary.node.capture_lag_s() if capture_lag else 0.0
+                self._clock_map.append((self.audio_seconds, time.monotonic() - lag))
             self.overhead.add(max(pc() - tq - node_time, 0.0))
             q += 1
             self.quanta = q

@@ -25,6 +25,10 @@ class DeviceStream:
     _reopening = False
     reopens = 0
     reopen_attempts = 0
+    #: counters of the streams replaced by reopening (the totals stay whole across reopens)
+    _earlier: dict | None = None
+    #: seconds between reopen attempts while the device is lost
+    RETRY_S = 1.0
 
     def close(self) -> None:
         if self.stream is not None:
@@ -36,9 +40,21 @@ class DeviceStream:
         s = self.stream
         if s is None:
             return self._closed_stats
-        return {**s.stats.as_dict(), "device": s.device.name, "granted_rate": s.samplerate,
+        counts = s.stats.as_dict()
+        for k, v in (self._earlier or {}).items():
+            counts[k] = counts.get(k, 0) + v
+        return {**counts, "device": s.device.name, "granted_rate": s.samplerate,
                 "granted_latency_s": round(s.latency, 4), "reopens": self.reopens,
                 "reopen_attempts": self.reopen_attempts}
+
+    def _retire(self, old: Any) -> None:
+        """Keep the counters of a stream that is being replaced."""
+        earlier = dict(self._earlier or {})
+        for k, v in old.stats.as_dict().items():
+            if k in ("callbacks", "input_overflows", "input_underflows", "output_underflows",
+                     "output_overflows"):
+                earlier[k] = earlier.get(k, 0) + v
+        self._earlier = earlier
 
     def _reopen_in_background(self, open_stream: Callable[[], Any],
                               still_lost: Callable[[], bool], retry_s: float) -> None:
@@ -58,6 +74,8 @@ class DeviceStream:
                             if old is not None:
                                 old.stop()
                                 old.close()
+                                self._retire(old)
+                                self.stream = None
                             self.stream = open_stream()
                             self.stream.start()
                         self.reopens += 1
@@ -67,7 +85,7 @@ class DeviceStream:
                     except DeviceError:
                         pass
                     if still_lost():
-                        time.sleep(retry_s)
+                        time.sleep(min(retry_s, self.RETRY_S))
             finally:
                 self._reopening = False
 

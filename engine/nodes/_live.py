@@ -29,6 +29,8 @@ class LiveSource(Node):
         self._last_seen = 0  # ring.frames_written at the last look
         self._last_change = 0.0  # wall-clock time audio last arrived (0: not looked yet)
         self._idle_zero = 0  # zero_filled then
+        self.late_deliveries = 0  # audio that came after a gap of more than 0.5 s
+        self.longest_gap_s = 0.0
 
     def _spec(self, rate: int, channels: int) -> AudioSpec:
         return AudioSpec(rate, channels, math.ceil(rate * self.quantum_s) + 1)
@@ -49,6 +51,10 @@ class LiveSource(Node):
         w = self.ring.frames_written if self.ring is not None else 0
         now = time.monotonic()
         if w != self._last_seen or not self._last_change:
+            if self._last_change:
+                gap = now - self._last_change
+                self.longest_gap_s = max(self.longest_gap_s, gap)
+                self.late_deliveries += gap > 0.5
             self._last_seen, self._last_change = w, now
             self._idle_zero = self.zero_filled
             return 0.0
@@ -77,4 +83,5 @@ class LiveSource(Node):
     def stats(self) -> dict:
         r = self.ring
         return {"ring_overflow_frames": r.overflows if r else 0,
-                "zero_filled_frames": self.zero_filled}
+                "zero_filled_frames": self.zero_filled, "late_deliveries": self.late_deliveries,
+                "longest_gap_s": round(self.longest_gap_s, 3)}

@@ -20,9 +20,18 @@ class Microphone(DeviceStream, LiveSource):
 
     If the device stops delivering audio for ``stall_timeout_s`` (unplugged, suspended), the
     node keeps the graph's clock running with silence, reports an ``engine.xrun`` event of kind
-    ``stall`` and tries to reopen the device in the background until it comes back; then it
-    reports kind ``recovered`` (``count`` = frames of silence that stood in for the lost audio).
+    ``stall`` and tries to reopen the device in the background (every second) until it comes
+    back; then it reports kind ``recovered`` (``count`` = frames of silence that stood in for
+    the lost audio).
+
+    A device can also deliver *late*: on a loaded machine PulseAudio's ALSA plugin has held
+    capture back for 2-4 s and then delivered it at once. The default timeout (5 s) and the
+    10 s ring are sized so that such late audio arrives whole instead of being taken for a lost
+    device (with 2 s, a trial under heavy load lost 24 s of 90 to reopening). The stats count
+    these gaps (``late_deliveries``: gaps over 0.5 s, ``longest_gap_s``).
     """
+
+    ring_seconds = 10.0
 
     type_name = "source.microphone"
     outputs = {"audio": AUDIO, "status": EVENTS}
@@ -36,8 +45,8 @@ class Microphone(DeviceStream, LiveSource):
         latency: str = param("low", choices=("low", "high"), doc="PortAudio latency hint")
         backend: str = param("sounddevice", choices=("sounddevice", "pyaudio"),
                              doc="audio backend")
-        stall_timeout_s: float = param(2.0, gt=0, doc="silence after which the device is "
-                                                      "considered lost and reopened")
+        stall_timeout_s: float = param(5.0, gt=0, doc="no audio for this long: the device is "
+                                       "considered lost, silence stands in, it is reopened")
 
     def __init__(self, node_id: str, params: Params):
         super().__init__(node_id, params)
@@ -105,6 +114,14 @@ class Microphone(DeviceStream, LiveSource):
             io.emit("status", StreamStatus(io.start.get("audio", 0), self.params.sample_rate,
                                            self.id, kind="recovered",
                                            count=self.zero_filled - self._stall_zero))
+
+    def capture_lag_s(self) -> float:
+        """(DSP thread) How long ago the last sample read was captured: the device's granted
+        input latency plus what is still waiting in the ring."""
+        s, r = self.stream, self.ring
+        if s is None or r is None:
+            return 0.0
+        return float(s.latency) + r.available / self.params.sample_rate
 
     def stop(self) -> None:
         self.finished = True

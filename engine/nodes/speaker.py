@@ -38,7 +38,7 @@ class Speaker(DeviceStream, Node):
         backend: str = param("sounddevice", choices=("sounddevice", "pyaudio"))
         prime_ms: float = param(40.0, ge=0, le=2000, doc="audio buffered before playback")
         ring_s: float = param(2.0, gt=0, le=60, doc="output ring length in seconds")
-        stall_timeout_s: float = param(2.0, gt=0, doc="no callback for this long: the device "
+        stall_timeout_s: float = param(5.0, gt=0, doc="no callback for this long: the device "
                                                       "is considered lost and reopened")
 
     engine_realtime = True
@@ -55,6 +55,9 @@ class Speaker(DeviceStream, Node):
         self._stall_dropped = 0
         self._stopping = False
         self.discarded = 0  # frames queued for a lost device, dropped when it was reopened
+        self._glitch_report = 0.0
+        self._under_seen = 0
+        self._dropped_seen = 0
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         return {}
@@ -97,6 +100,24 @@ class Speaker(DeviceStream, Node):
         ring.write(x)
         self.dropped += ring.overflows - before
         self._watch(io)
+        self._report_glitches(io)
+
+    def _report_glitches(self, io: NodeIO) -> None:
+        """Underflows (the device played silence) and dropped audio (the ring was full) as
+        ``engine.xrun`` events (``output_underflow`` / ``output_dropped``, ``count`` = the
+        total so far), at most one of each per second."""
+        now = time.monotonic()
+        if now - self._glitch_report < 1.0 or self._stalled or self.stream is None:
+            return
+        at = io.start.get("audio", 0)
+        under = self.stream.stats.output_underflows + (self._earlier or {}).get(
+            "output_underflows", 0)
+        for kind, total, seen in (("output_underflow", under, "_under_seen"),
+                                  ("output_dropped", self.dropped, "_dropped_seen")):
+            if total > getattr(self, seen):
+                setattr(self, seen, total)
+                self._glitch_report = now
+                io.emit("status", StreamStatus(at, self._rate, self.id, kind=kind, count=total))
 
     def _watch(self, io: NodeIO) -> None:
         """Notice a device that stopped pulling audio, and its return (DSP thread, O(1))."""
@@ -104,12 +125,13 @@ class Speaker(DeviceStream, Node):
         if self._progress():
             if self._stalled:
                 self._stalled = False
+                lost = self.dropped + self.discarded - self._stall_dropped
                 io.emit("status", StreamStatus(at, self._rate, self.id, kind="recovered",
-                                               count=self.dropped - self._stall_dropped))
+                                               count=lost))
         elif not self._stalled and \
                 time.monotonic() - self._last_change > self.params.stall_timeout_s:
             self._stalled = True
-            self._stall_dropped = self.dropped
+            self._stall_dropped = self.dropped + self.discarded
             io.emit("status", StreamStatus(at, self._rate, self.id, kind="stall"))
             self._reopen_in_background(self._reopen,
                                        lambda: self._stalled and not self._stopping,
