@@ -18,13 +18,17 @@ class FeedAdapter:
 
     More channels than a mono feed takes are averaged; audio at another rate goes through a
     :class:`~engine.dsp.resample.StreamingResampler` kept for the stream (its rate may not
-    change midway). Used by :meth:`engine.runtime.Engine.feed` and the web server's /ingest.
-    Not real-time code: it allocates its output per call, on the caller's thread."""
+    change midway), whose filter delay is dropped from the start (and its tail emitted by
+    :meth:`flush`), so fed audio keeps its timing: frame ``i`` of the input is at ``i / rate``
+    seconds on the graph's clock too. Used by :meth:`engine.runtime.Engine.feed` and the web
+    server's /ingest. Not real-time code: it allocates its output per call, on the caller's
+    thread."""
 
     def __init__(self, out_rate: int, out_channels: int):
         self.out_rate, self.out_channels = int(out_rate), int(out_channels)
         self.rate: int | None = None  # the stream's rate, once known
         self._rs = None
+        self._skip = 0
 
     def convert(self, x: np.ndarray, rate: int | None = None) -> np.ndarray:
         """``x`` (float32, frames x channels) at ``rate`` (None: the feed's) in the feed's
@@ -38,6 +42,7 @@ class FeedAdapter:
                 from ..dsp.resample import StreamingResampler
 
                 self._rs = StreamingResampler(rate, self.out_rate, self.out_channels)
+                self._skip = self._rs.latency_out
         elif rate != self.rate:
             raise EngineError(f"rate changed from {self.rate} Hz to {rate} Hz in the middle "
                               "of the stream")
@@ -49,7 +54,12 @@ class FeedAdapter:
         if self._rs is None or not len(x):
             return x
         out = np.empty((self._rs.max_output(len(x)), self.out_channels), np.float32)
-        return out[: self._rs.process(np.ascontiguousarray(x, dtype=np.float32), out)]
+        y = out[: self._rs.process(np.ascontiguousarray(x, dtype=np.float32), out)]
+        if self._skip:  # the filter's delay: the first output frames hold no input yet
+            k = min(self._skip, len(y))
+            self._skip -= k
+            y = y[k:]
+        return y
 
     def flush(self) -> np.ndarray:
         """The resampler's last output frames at the end of the stream (none without one)."""
