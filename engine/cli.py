@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `audio-engine nodes | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -493,9 +496,13 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
     _load_plugins(args.plugin)
     types = node_types()
+
+    def plain(text: str) -> str:  # docstring markup out: ``x`` and :meth:`x` as x
+        return re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "")
+
     if not args.type:
         for name in sorted(types):
-            doc = " ".join((types[name].__doc__ or "").split())
+            doc = plain(" ".join((types[name].__doc__ or "").split()))
             doc = re.sub(r"^``[\w.]+``:\s*", "", doc).split(". ")[0].rstrip(".")
             print(f"{name:<18} {doc[:100] + ('...' if len(doc) > 100 else '')}")
         print("\naudio-engine nodes TYPE: its ports and parameters")
@@ -504,7 +511,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         raise EngineError(f"no node type '{args.type}'{did_you_mean(args.type, types)} "
                           "(audio-engine nodes lists them)")
     cls = types[args.type]
-    print(f"{args.type}: {inspect.cleandoc(cls.__doc__ or '')}\n")
+    print(f"{args.type}: {plain(inspect.cleandoc(cls.__doc__ or ''))}\n")
 
     def ports(d: dict) -> str:
         return ", ".join(f"{p} ({'audio' if k == AUDIO else 'events'})" for p, k in d.items()) \
@@ -531,7 +538,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         print(f"  {f.name} ({typ}) = {default!r}" + (f"  [{'; '.join(limits)}]" if limits
                                                        else ""))
         if m.get("doc"):
-            print(f"      {m['doc']}")
+            print(f"      {plain(m['doc'])}")
     return 0
 
 

@@ -140,6 +140,12 @@ class Engine:
             hint = did_you_mean(input, ["feed"])
             if hint:
                 raise EngineError(f"input={input!r}: no such audio file{hint}")
+        if input == "feed":
+            mics = [n.id for n in spec.nodes if n.type == "source.microphone"]
+            if len(mics) > 1:
+                raise EngineError(f"input=\"feed\" feeds one source, and the graph has "
+                                  f"{len(mics)} microphones ({', '.join(mics)}): keep one (or "
+                                  "run it on the devices)")
         if feed_idle_s < 0:
             raise EngineError(f"feed_idle_s must be >= 0, got {feed_idle_s}")
         if feed_idle_s and input != "feed":
@@ -387,6 +393,8 @@ class Engine:
         elif x.ndim != 2:
             raise EngineError(f"feed() takes frames x channels (or 1-D mono), got an array of "
                               f"shape {x.shape}")
+        if x.shape[1] == 0:
+            raise EngineError(f"feed() got an array of shape {x.shape}: no channels")
         if x.shape[1] != channels and x.shape[1] > 64 and x.shape[0] <= 64:
             raise EngineError(f"feed() got shape {x.shape}: frames come first (frames x "
                               f"channels); pass the transposed array (x.T)")
@@ -910,6 +918,10 @@ def process(graph: str | Path | GraphSpec, audio: Any, rate: int | None = None,
         eng.stop()
     if eng.error is not None:
         raise eng.error
+    for st in sinks:
+        if st.node.dropped_frames:  # type: ignore[attr-defined]
+            log.warning("process(): %s kept only its first %g s (max_s); %d frames dropped",
+                        st.id, st.node.params.max_s, st.node.dropped_frames)  # type: ignore
     return {st.id: st.node.audio for st in sinks}  # type: ignore[attr-defined]
 
 

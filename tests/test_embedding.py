@@ -326,6 +326,15 @@ def test_segments_follow_the_vads_split_of_long_speech(in_tmp):
                                                          for s in stops]
     for sg in segs:
         np.testing.assert_array_equal(sg.audio[:, 0], x[sg.start_sample:sg.sample])
+    # with parts (max_s) too: a split can land inside a part already delivered; every part is
+    # still exactly its stretch of the input, and the parts tile the speech in order
+    stops, parts = _segments(in_tmp, x, vad="max_speech_s = 8", max_s=3.0)
+    assert len(stops) >= 5
+    for sg in parts:
+        assert sg.sample >= sg.start_sample
+        np.testing.assert_array_equal(sg.audio[:, 0], x[sg.start_sample:sg.sample])
+    assert all(a.sample <= b.start_sample for a, b in zip(parts, parts[1:], strict=False))
+    assert sum(len(p.audio) for p in parts) == sum(s.sample - s.start_sample for s in stops)
 
 
 CHAIN = '''
@@ -365,3 +374,12 @@ def test_process_runs_a_graph_on_an_array_like_an_effect_chain():
         .replace('in = { audio = "g.audio" }', 'in = { events = "mic.status" }')
     with pytest.raises(EngineError, match="no sink.array node"):
         process(parse_graph(no_sink), x, rate=fs)
+    # shorter than the resamplers' delays: still aligned, still the right length
+    click = np.zeros(50, np.float32)
+    click[20] = 1.0
+    y = process(parse_graph(CHAIN), click, rate=fs)["out"][:, 0]
+    assert 18 <= len(y) <= 19  # 50 frames at 44.1 kHz are 18.1 at 16 kHz (it was 70)
+    assert int(np.argmax(np.abs(y))) == round(20 * 16000 / fs)
+    two_mics = CHAIN + '[[nodes]]\nid = "mic2"\ntype = "source.microphone"\n'
+    with pytest.raises(EngineError, match="2 microphones"):
+        process(parse_graph(two_mics), x, rate=fs)

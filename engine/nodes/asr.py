@@ -435,7 +435,9 @@ class WhisperAsr(Node):
         A VAD that splits long speech (``max_speech_s``) places the split at the quietest point
         of the speech it has already released, so this utterance may hold audio past its end:
         that audio is the start of the next utterance (which begins at the split) and is
-        carried over to it."""
+        carried over to it. If a ``max_window_s`` cut already finalised audio past the split,
+        the next utterance starts where that cut ended (nothing is decoded twice, and no
+        empty part is reported)."""
         if self.utts and self.utts[0] is u:
             self.utts.pop(0)
         n = self.n_audio
@@ -443,7 +445,9 @@ class WhisperAsr(Node):
         n -= over
         rest = self.audio[n:n + over].copy()
         speech_end = u.start + n if u.speech_end is None else min(u.speech_end, u.start + n)
-        if n >= self._min_len():
+        if n == 0 and u.cut > 0:
+            pass  # everything up to the split went into the final of an earlier cut
+        elif n >= self._min_len():
             if over:  # the incremental log-mel frames also covered the carried audio
                 self._decode_and_emit(io, u.start, n, speech_end - u.start)
             else:
@@ -456,8 +460,11 @@ class WhisperAsr(Node):
             io.emit("events", TranscriptSkipped(u.start + n, RATE, self.id, start_sample=u.start,
                                                 reason="too_short"))
         self._reset_utterance()
-        if over and self.utts and self.utts[0].start == u.start + n:
+        if over and self.utts and self.utts[0].start <= u.start + n:
             nxt = self.utts[0]
+            if nxt.start < u.start + n:  # a cut went past the split: go on from the cut
+                nxt.cut += u.start + n - nxt.start
+                nxt.start = u.start + n
             self.audio[:over] = rest
             self.n_audio = over
             self._push_mel(rest)

@@ -33,6 +33,8 @@ class FeedAdapter:
     def convert(self, x: np.ndarray, rate: int | None = None) -> np.ndarray:
         """``x`` (float32, frames x channels) at ``rate`` (None: the feed's) in the feed's
         format; raises :class:`EngineError` on a channel count it cannot map or a rate change."""
+        if rate is not None and (isinstance(rate, bool) or int(rate) != rate):
+            raise EngineError(f"rate must be a whole number of Hz, got {rate!r}")
         rate = self.out_rate if rate is None else int(rate)
         if self.rate is None:
             if not 1000 <= rate <= 768000:
@@ -71,7 +73,10 @@ class FeedAdapter:
             parts.append(out[:n].copy())
             if n < len(out):
                 break
-        return np.concatenate(parts) if parts else out[:0].copy()
+        tail = np.concatenate(parts) if parts else out[:0].copy()
+        k = min(self._skip, len(tail))  # a stream shorter than the filter's delay
+        self._skip -= k
+        return tail[k:]
 
 
 @register

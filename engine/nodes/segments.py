@@ -107,17 +107,20 @@ class SegmentsSink(Node):
         while self.queue and self.queue[0].end is not None \
                 and self.queue[0].start + self.n >= self.queue[0].end:
             seg = self.queue.pop(0)
-            keep = max(0, seg.end - seg.start)  # type: ignore[operator]
+            # a split inside a part already delivered (max_s) ends the segment there
+            end = max(seg.end, seg.start)  # type: ignore[type-var]
+            keep = end - seg.start
             over = self.n - keep
             self.n = keep
-            self._deliver(io, seg, seg.end, last=True)  # type: ignore[arg-type]
-            if over > 0 and self.queue and self.queue[0].start == seg.end:
+            self._deliver(io, seg, end, last=True)
+            if over > 0 and self.queue and self.queue[0].start <= end:
+                self.queue[0].start = end  # the next segment goes on from there
                 self.buf[:over] = self.buf[keep:keep + over].copy()
                 self.n = over
 
     def _deliver(self, io: NodeIO, seg: _Segment, end: int, last: bool) -> None:
         audio = self.buf[: self.n].copy()
-        path = self._write(io, seg, audio, end) if self.params.dir else ""
+        path = self._write(io, seg, audio, end) if self.params.dir and len(audio) else ""
         io.emit("events", SpeechSegment(end, self.rate, self.id, start_sample=seg.start,
                                         speech_end_sample=min(seg.speech_end or end, end),
                                         path=path, part=seg.part, last=last, audio=audio))
