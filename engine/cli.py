@@ -139,16 +139,12 @@ def _positive_seconds(text: str) -> float:
 
 def _check_writable(path: str, what: str) -> Path:
     """Fail before the run, not after it, when ``path`` cannot be written."""
-    p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EngineError(f"{what} {path}: cannot write there ({e.strerror or e})") from None
-    target = p if p.exists() else p.parent
-    if p.is_dir() or not os.access(target, os.W_OK):
-        raise EngineError(f"{what} {path}: cannot write there "
-                          f"({'a directory' if p.is_dir() else 'permission denied'})")
-    return p
+    from .node import unwritable
+
+    why = unwritable(path)
+    if why:
+        raise EngineError(f"{what} {path}: cannot write there ({why})")
+    return Path(path)
 
 
 def _overrides(items: list[str]) -> dict[str, dict[str, Any]]:

@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -361,6 +363,22 @@ def require_rate(node_id: str, port: str, spec: AudioSpec, rates, producer: str 
         f"{node_id}.{port} needs {want}, got {spec.sample_rate} Hz{src}: "
         f"add a dsp.resample with rate = {rates[0]} before it"
     )
+
+
+def unwritable(path: str | os.PathLike) -> str | None:
+    """Why a file at ``path`` could not be written (its folder is created if missing), or
+    None. Opens nothing, so an existing file is not emptied: sinks check in ``prepare`` and
+    create the file when the first data arrives."""
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return e.strerror or str(e)
+    if p.is_dir():
+        return "a directory"
+    if not os.access(p if p.exists() else p.parent, os.W_OK):
+        return "permission denied"
+    return None
 
 
 def require_mono(node_id: str, port: str, spec: AudioSpec, producer: str = "") -> None:

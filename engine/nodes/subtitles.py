@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import EngineError
 from ..events import TranscriptFinal
-from ..node import EVENTS, AudioSpec, Node, NodeIO, param, register
+from ..node import EVENTS, AudioSpec, Node, NodeIO, param, register, unwritable
 
 
 @dataclass(frozen=True)
@@ -152,15 +152,9 @@ class SubtitlesSink(Node):
         self.cues: list[Cue] = []
         self._written = False
         for path in (self.params.srt, self.params.vtt):
-            if path:
-                p = Path(path)
-                try:
-                    p.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as e:
-                    raise EngineError(f"{p}: cannot write subtitles: {e.strerror}") from None
-                if p.is_dir() or not os.access(p if p.exists() else p.parent, os.W_OK):
-                    raise EngineError(f"{p}: cannot write subtitles: "
-                                      f"{'a directory' if p.is_dir() else 'permission denied'}")
+            why = unwritable(path) if path else None
+            if why:
+                raise EngineError(f"{path}: cannot write subtitles: {why}")
 
     def process(self, io: NodeIO) -> None:
         p = self.params

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import AudioFileError
-from ..node import AUDIO, AudioSpec, Node, NodeIO, param, register
+from ..node import AUDIO, AudioSpec, Node, NodeIO, param, register, unwritable
 
 #: file name extension -> libsndfile format (what ``soundfile`` infers from the name)
 _FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".mp3": "MP3",
@@ -77,15 +76,14 @@ class WavSink(Node):
 
     def prepare(self, specs: dict[str, AudioSpec]) -> None:
         self._spec = specs["audio"]
-        p = Path(self.params.path)
+        p = self.params.path
         try:
-            self._format = file_format(str(p), self.params.subtype)
-            p.parent.mkdir(parents=True, exist_ok=True)
-        except (OSError, ValueError) as e:
+            self._format = file_format(p, self.params.subtype)
+        except ValueError as e:
             raise AudioFileError(f"{p}: cannot create recording: {e}") from None
-        if p.is_dir() or not os.access(p if p.exists() else p.parent, os.W_OK):
-            raise AudioFileError(f"{p}: cannot create recording: "
-                                 f"{'a directory' if p.is_dir() else 'permission denied'}")
+        why = unwritable(p)
+        if why:
+            raise AudioFileError(f"{p}: cannot create recording: {why}")
         self._clips = self._format[1] != "FLOAT"
 
     def _open(self) -> sf.SoundFile:
