@@ -95,6 +95,9 @@ class TranscriptFinal(Event):
     text: str = ""
     start_sample: int = 0
     speech_end_sample: int = 0
+    #: False on a part cut at ``max_window_s`` while the speech goes on; True on the final that
+    #: ends its segment (the end of the user's turn)
+    last: bool = True
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     language: str = ""
@@ -114,6 +117,7 @@ class TranscriptSkipped(Event):
     start_sample: int = 0
     reason: str = ""
     text: str = ""
+    last: bool = True  # as TranscriptFinal.last
 
 
 @dataclass(frozen=True)

@@ -259,6 +259,8 @@ def test_run_on_speech_is_cut_without_losing_words(max_window_s, tmp_path, monke
     assert all(a.sample <= b.start_sample for a, b in zip(finals, finals[1:], strict=False))
     assert sum(f.sample - f.start_sample for f in finals) == \
         sum(s.sample - s.start_sample for s in stops)
+    # and the final that ends each segment (the end of the turn) says so; the parts do not
+    assert [f.sample for f in finals if f.last] == [s.sample for s in stops]
     assert wer([" ".join(reference(n) for n in LJ8)], [" ".join(f.text for f in finals)]) < 10
 
 

@@ -471,12 +471,13 @@ class WhisperAsr(Node):
             nxt.received += over
             self.since_partial = over
 
-    def _emit_final(self, io: NodeIO, res, start: int, end: int, speech_end: int) -> None:
+    def _emit_final(self, io: NodeIO, res, start: int, end: int, speech_end: int,
+                    last: bool = True) -> None:
         reason = self._rejection(res)
         if reason:
             self.finals_dropped += 1
             io.emit("events", TranscriptSkipped(end, RATE, self.id, start_sample=start,
-                                                reason=reason,
+                                                reason=reason, last=last,
                                                 text=res.text.strip() if res else ""))
             return
         text = res.text.strip()
@@ -489,7 +490,8 @@ class WhisperAsr(Node):
                                           speech_end_sample=speech_end,
                                           avg_logprob=round(res.avg_logprob, 4),
                                           no_speech_prob=round(res.no_speech_prob, 4),
-                                          language=res.language or "", words=words))
+                                          language=res.language or "", words=words,
+                                          last=last))
         self.prev_text = text
         self.finals_emitted += 1
 
@@ -512,7 +514,7 @@ class WhisperAsr(Node):
         n = self.n_audio
         cut = quiet_cut(self.audio[:n], RATE)
         rest = self.audio[cut:n].copy()
-        self._decode_and_emit(io, u.start, cut, cut)
+        self._decode_and_emit(io, u.start, cut, cut, last=False)
         self._reset_utterance()
         u.start += cut
         u.received -= cut
@@ -521,7 +523,8 @@ class WhisperAsr(Node):
         self.n_audio = len(rest)
         self._push_mel(rest)
 
-    def _decode_and_emit(self, io: NodeIO, start: int, n: int, speech_end: int) -> None:
+    def _decode_and_emit(self, io: NodeIO, start: int, n: int, speech_end: int,
+                         last: bool = True) -> None:
         """Final for ``audio[:n]`` (the utterance starts at absolute sample ``start``): its
         log-mel computed afresh (the incremental frames near ``n`` saw later samples too)."""
         self.mel.reset()
@@ -529,7 +532,7 @@ class WhisperAsr(Node):
         self._push_mel(self.audio[:n])
         raw = np.concatenate([self.raw[:, : self.n_raw], self.mel.finish()], axis=1)
         res = self._decode_final(raw[:, : n // HOP], self.params.word_timestamps)
-        self._emit_final(io, res, start, start + n, start + speech_end)
+        self._emit_final(io, res, start, start + n, start + speech_end, last)
 
     def flush(self, io: NodeIO) -> None:
         self._finish_complete(io)
