@@ -13,12 +13,18 @@
 User mistakes (bad graph, missing model, unreadable file, unknown device) print one paragraph
 that names the problem and the fix, and exit with status 2. Ctrl-C drains every node (so the last
 caption is finalised) and prints a summary.
+
+Exit status of ``run``: 0 when the graph ran to its end (or was stopped with Ctrl-C) without a node
+error; 3 when it ran to its end but a node raised on the way (the graph goes on past a failing
+block, so its outputs may miss that audio: a batch job should not take them as complete); 2 for a
+user mistake; 130 when a second Ctrl-C aborted the drain; 1 for anything else.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import signal
@@ -31,6 +37,7 @@ from typing import Any
 from .errors import DeviceError, EngineError
 
 SAMPLE = Path(__file__).parent / "data" / "samples" / "jfk.flac"
+NODE_ERRORS_EXIT = 3  # `run` reached the end, but a node raised on the way
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "cmd", None):
         parser.print_help()
         return 2
+    _log_to_stderr()
     try:
         return int(args.func(args) or 0)
     except EngineError as e:
@@ -52,6 +60,25 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `audio-engine nodes | head`: the reader left, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+class _ToStderr(logging.Handler):
+    """``warning: message`` on the current ``sys.stderr``, like the command's own ``error:``
+    lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        print(text, file=sys.stderr, flush=True)
+
+
+def _log_to_stderr() -> None:
+    """The engine's warnings (logger ``engine``: unused graph branches, callback errors) go to
+    stderr with a level prefix; added once, so that in-process callers do not get doubles."""
+    log = logging.getLogger("engine")
+    if not any(isinstance(h, _ToStderr) for h in log.handlers):
+        log.addHandler(_ToStderr(logging.WARNING))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -266,7 +293,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(_summary(stats), file=sys.stderr)
     if eng.error is not None:
         raise eng.error
-    return 130 if aborted else 0
+    if aborted:
+        return 130
+    failed = {nid: n["errors"] for nid, n in stats["nodes"].items() if n.get("errors")}
+    if failed:
+        print("finished with node errors (" + ", ".join(f"{nid}: {k}" for nid, k in
+                                                       failed.items())
+              + "): outputs may miss the audio of the failing blocks; exit status 3",
+              file=sys.stderr)
+        return NODE_ERRORS_EXIT
+    return 0
 
 
 def _without_speakers(spec: Any) -> Any:

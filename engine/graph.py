@@ -89,6 +89,37 @@ class GraphSpec:
         """Nodes in topological order (producers before consumers)."""
         return topo_order(self.nodes)
 
+    def unused(self) -> list[str]:
+        """Warnings for nodes whose work reaches nothing: a node counts when it is a sink (no
+        outputs but a ``status`` port's device notices), has an events output (events reach
+        the engine's subscribers), or feeds a node that counts. A resampler whose
+        audio nobody takes runs for nothing, usually a wiring slip (``in = { audio =
+        "mic.audio" }`` where ``"to16k.audio"`` was meant)."""
+        users: dict[str, list[str]] = {n.id: [] for n in self.nodes}
+        for n in self.nodes:
+            for refs in n.inputs.values():
+                for pid, _ in refs:
+                    if pid in users and n.id not in users[pid]:
+                        users[pid].append(n.id)
+        useful: set[str] = set()
+        for n in reversed(self.order()):
+            outs = {p: k for p, k in n.cls.outputs.items() if p != "status"}
+            if (not outs or any(k != AUDIO for k in outs.values())
+                    or any(u in useful for u in users[n.id])):
+                useful.add(n.id)
+        out = []
+        for n in self.nodes:
+            if n.id in useful:
+                continue
+            ports = ", ".join(f"{n.id}.{p}" for p, k in n.cls.outputs.items() if k == AUDIO)
+            one = len(users[n.id]) == 1
+            why = (f"only {', '.join(users[n.id])} take{'s' if one else ''} it, and "
+                   f"{'its' if one else 'their'} output reaches nothing either" if users[n.id]
+                   else "no node takes it")
+            out.append(f"nodes[{n.id}] ({n.type}): its output reaches no sink or event ({ports}: "
+                       f"{why}); connect it or remove the node")
+        return out
+
 
 def topo_order(nodes) -> list[NodeDecl]:
     by_id = {n.id: n for n in nodes}

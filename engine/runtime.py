@@ -188,6 +188,8 @@ class Engine:
         self._warned_scale = False
         self._states: list[_NodeState] = []
         self._compile()
+        for w in self.spec.unused():  # runs, but likely a wiring slip
+            log.warning("%s: %s", self.spec.source, w)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -959,9 +961,16 @@ def _substitute_sources(spec: GraphSpec, input: str | Path | None, device, outpu
                                               "idle_fill_s": feed_idle_s}, n.id)
                 n = replace(n, type=cls.type_name, cls=cls, params=params)
             elif input is not None:
+                # the graph gets the rate its microphone declared (a sound server resamples a
+                # device likewise), except where only resamplers take the audio: they adapt
+                # to the file's rate, and one resampling beats two
+                takers = {t.type for t in spec.nodes for refs in t.inputs.values()
+                          for pid, _ in refs if pid == n.id}
+                rate = 0 if takers <= {"dsp.resample"} else p.sample_rate
                 cls = types_["source.file"]
                 params = build_or_raise(cls, {"path": str(input), "loop": loop,
-                                              "channels": p.channels}, n.id)
+                                              "channels": p.channels, "sample_rate": rate},
+                                        n.id)
                 n = replace(n, type=cls.type_name, cls=cls, params=params)
             else:
                 kw = {}

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from engine.errors import AudioFileError, GraphError
-from engine.graph import parse_graph
+from engine.graph import load_graph, parse_graph
 from engine.runtime import Engine
 
 from .conftest import REPO, shared
@@ -164,6 +164,28 @@ def test_rate_mismatch_names_the_fix(tmp_path):
                  '[[nodes]]\nid="vad"\ntype="vad.webrtc"\nin={audio="mic.audio"}\n')
     r = run_cli("validate", str(g))
     assert_clean_error(r, "nodes[vad]", "44100 Hz", "dsp.resample")
+
+
+def test_branch_whose_output_reaches_nothing_is_warned(tmp_path):
+    """A resampler -> gain chain that feeds nothing runs for nothing (usually a slip: the VAD
+    wired to mic.audio instead of to16k.audio): validate and run say so, naming each node and
+    why, but the graph is valid (exit 0). The shipped graphs have no such branch."""
+    g = tmp_path / "g.toml"
+    g.write_text('[[nodes]]\nid="mic"\ntype="source.microphone"\nparams={sample_rate=16000}\n'
+                 '[[nodes]]\nid="to8k"\ntype="dsp.resample"\nin={audio="mic.audio"}\n'
+                 'params={rate=8000}\n'
+                 '[[nodes]]\nid="loud"\ntype="dsp.gain"\nin={audio="to8k.audio"}\n'
+                 '[[nodes]]\nid="vad"\ntype="vad.webrtc"\nin={audio="mic.audio"}\n')
+    r = run_cli("validate", str(g))
+    assert r.returncode == 0 and "ok (4 nodes)" in r.stdout, r.stderr
+    warned = [x for x in r.stderr.splitlines() if x.startswith("warning: ")]
+    assert len(warned) == 2, r.stderr
+    assert "nodes[to8k] (dsp.resample)" in warned[0] and "only loud takes it" in warned[0]
+    assert "nodes[loud] (dsp.gain)" in warned[1] and "no node takes it" in warned[1]
+    r = run_cli("run", str(g), "--input", str(shared("speech/jfk.flac")), "--fast", "--quiet")
+    assert r.returncode == 0 and r.stderr.count("reaches no sink or event") == 2, r.stderr
+    for shipped in sorted((REPO / "graphs").glob("*.toml")):
+        assert load_graph(shipped).unused() == [], shipped
 
 
 def test_unknown_device_name(pulse, tmp_path):

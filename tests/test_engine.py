@@ -129,6 +129,31 @@ params = {{ path = "{out}" }}
         "x: test.exploding raised RuntimeError: boom"]
 
 
+def test_cli_run_exits_3_when_a_node_raised(tmp_path, capsys):
+    """A batch job must be able to tell a complete run from one whose outputs miss the audio of
+    failing blocks: `run` reaches the end either way, but exits 3 (not 0) after node errors."""
+    from engine.cli import main
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, np.zeros((8000, 1), np.float32), 16000)
+    g = tmp_path / "g.toml"
+    out = tmp_path / "out.wav"
+
+    def graph(node_type: str) -> str:
+        return (f'[[nodes]]\nid = "src"\ntype = "source.file"\nparams = {{ path = "{wav}" }}\n'
+                f'[[nodes]]\nid = "x"\ntype = "{node_type}"\nin = {{ audio = "src.audio" }}\n'
+                f'[[nodes]]\nid = "rec"\ntype = "sink.wav"\nin = {{ audio = "x.audio" }}\n'
+                f'params = {{ path = "{out}" }}\n')
+
+    g.write_text(graph("test.exploding"))
+    assert main(["run", str(g), "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "finished with node errors (x: 17)" in err and "exit status 3" in err, err
+    g.write_text(graph("dsp.gain"))
+    assert main(["run", str(g), "--quiet"]) == 0
+    assert "node errors" not in capsys.readouterr().err
+
+
 def test_feed_api_delivers_events_to_callbacks(tmp_path):
     """Embedding: the application captures audio itself and pushes it with eng.feed()."""
     x, sr = load_mono(shared("speech/jfk.flac"), 48000)
@@ -291,6 +316,57 @@ params = {{ rate = 16000 }}
     assert specs["r"]["audio"].sample_rate == 16000
 
 
+
+
+@pytest.mark.parametrize("quantum_ms", [10, 7])
+def test_file_source_resamples_to_the_rate_asked_for(tmp_path, quantum_ms):
+    """source.file with sample_rate: a 44.1 kHz stereo file comes out at 16 kHz mono, as long
+    as it should be, with the file's timing kept (the filter delay dropped) and the same
+    samples whatever the engine's quantum; it matches SciPy's polyphase resampler."""
+    from scipy.signal import resample_poly
+
+    n = 44100 + 1234
+    t = np.arange(n) / 44100
+    x = np.stack([0.5 * np.sin(2 * np.pi * 1000 * t), 0.3 * np.sin(2 * np.pi * 300 * t)], 1)
+    wav = tmp_path / "a.wav"
+    sf.write(wav, x.astype(np.float32), 44100, subtype="FLOAT")
+    spec = parse_graph(f'[[nodes]]\nid="s"\ntype="source.file"\n'
+                       f'params={{path="{wav}", sample_rate=16000, channels=1}}\n'
+                       '[[nodes]]\nid="out"\ntype="sink.array"\nin={audio="s.audio"}\n')
+    eng = Engine(spec, realtime=False, quantum_ms=quantum_ms)
+    eng.run()
+    y = eng._states[1].node.audio[:, 0]
+    assert len(y) == -(-n * 160 // 441)
+    ref = resample_poly(x.mean(axis=1), 160, 441)
+    mid = slice(200, len(y) - 200)
+    assert np.max(np.abs(y[mid] - ref[mid])) < 2e-3
+    if quantum_ms == 7:  # block-size invariance: the 10 ms run's samples exactly
+        eng10 = Engine(spec, realtime=False, quantum_ms=10)
+        eng10.run()
+        np.testing.assert_array_equal(y, eng10._states[1].node.audio[:, 0])
+
+
+def test_input_file_gets_the_microphones_declared_rate():
+    """--input FILE in place of a 16 kHz microphone that feeds a VAD directly: the 44.1 kHz
+    file is resampled to 16 kHz (it was refused: 'vad.audio needs 16000 Hz'), and the VAD
+    finds the same speech as through the shipped graph's own resampler, within a frame."""
+    jfk = shared("speech/jfk.flac")
+    direct = parse_graph('[[nodes]]\nid="mic"\ntype="source.microphone"\n'
+                         'params={sample_rate=16000}\n[[nodes]]\nid="vad"\n'
+                         'type="vad.webrtc"\nin={audio="mic.audio"}\n')
+    via = parse_graph('[[nodes]]\nid="mic"\ntype="source.microphone"\n[[nodes]]\n'
+                      'id="rs"\ntype="dsp.resample"\nin={audio="mic.audio"}\nparams={rate=16000}'
+                      '\n[[nodes]]\nid="vad"\ntype="vad.webrtc"\nin={audio="rs.audio"}\n')
+    starts = []
+    for spec in (direct, via):
+        eng = Engine(spec, input=jfk, realtime=False)
+        assert eng._states[0].specs["audio"].sample_rate == (16000 if spec is direct else 44100)
+        got: list[Event] = []
+        eng.on("vad.speech_started", got.append)
+        eng.run()
+        starts.append([e.sample for e in got])
+    assert len(starts[0]) >= 3 and len(starts[0]) == len(starts[1]), starts
+    assert max(abs(a - b) for a, b in zip(*starts)) <= 480, starts
 
 
 @register

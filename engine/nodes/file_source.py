@@ -15,7 +15,10 @@ from ..node import AUDIO, AudioSpec, Node, NodeIO, param, register
 
 @register
 class FileSource(Node):
-    """Reads ``path`` block by block at the file's own rate and channel count.
+    """Reads ``path`` block by block at the file's own rate and channel count, or resampled to
+    ``sample_rate`` (a streaming resampler whose filter delay is dropped, so frame ``i`` of the
+    file is at ``i / rate`` seconds on the graph's clock, as for ``Engine.feed``). ``--input
+    FILE`` uses that to give a graph the rate its microphone declared, as a sound server does.
 
     In a real-time run the engine paces quanta by the wall clock, so the file plays as a
     microphone would; with ``--fast`` it runs as fast as the graph can go. ``loop`` restarts at
@@ -34,6 +37,8 @@ class FileSource(Node):
         channels: int = param(0, ge=0, le=64, doc="output channels: 0 = as in the file; 1 = "
                                                   "average to mono; n = first n (or repeat)")
         start_s: float = param(0.0, ge=0, doc="start this many seconds into the file")
+        sample_rate: int = param(0, ge=0, le=768000, doc="output rate in Hz: 0 = the file's "
+                                                         "own; another rate is resampled")
         raw_sample_rate: int = param(16000, gt=0, doc="sample rate of a .raw file")
         raw_channels: int = param(1, gt=0, le=64, doc="channels of a .raw file")
         raw_subtype: str = param("PCM_16", choices=("PCM_16", "PCM_24", "PCM_32", "FLOAT"),
@@ -46,6 +51,7 @@ class FileSource(Node):
         self._f: sf.SoundFile | None = None
         self.finished = False
         self.frames_read = 0
+        self._rs = None  # StreamingResampler when sample_rate differs from the file's
 
     def _open(self) -> sf.SoundFile:
         p = self.params
@@ -54,33 +60,56 @@ class FileSource(Node):
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         f = self._f or self._open()
         self._f = f
-        block = math.ceil(f.samplerate * self.quantum_s) + 1
+        rate = self.params.sample_rate or f.samplerate
+        block = math.ceil(rate * self.quantum_s) + 1
         ch = self.params.channels or f.channels
-        return {"audio": AudioSpec(f.samplerate, ch, block)}
+        return {"audio": AudioSpec(rate, ch, block)}
 
     def prepare(self, specs: dict[str, AudioSpec]) -> None:
         if self._f is None:
             self._f = self._open()
-        fch, ch = self._f.channels, specs["audio"].channels
+        spec = specs["audio"]
+        fch, ch = self._f.channels, spec.channels
+        fin, fout = self._f.samplerate, spec.sample_rate
+        # the most file frames one read takes: a block's worth, at the file's rate
+        self._max_read = spec.max_block if fin == fout else math.ceil(spec.max_block * fin
+                                                                      / fout) + 2
         self._mix = None
+        self._mapped = None
         if ch != fch:  # read into a scratch buffer, then map channels (no allocation later)
-            self._scratch = np.zeros((specs["audio"].max_block, fch), np.float32)
+            self._scratch = np.zeros((self._max_read, fch), np.float32)
             if ch == 1:
                 self._mix = np.full((fch, 1), 1.0 / fch, np.float32)
             else:
                 self._mix = np.zeros((fch, ch), np.float32)
                 for j in range(ch):
                     self._mix[j % fch, j] = 1.0
+        self._rs = None
+        if fin != fout:
+            from ..dsp.resample import StreamingResampler
+
+            self._rs = StreamingResampler(fin, fout, ch)
+            if self._mix is not None:
+                self._mapped = np.zeros((self._max_read, ch), np.float32)
+            else:
+                self._scratch = np.zeros((self._max_read, fch), np.float32)
+            # resampled frames not yet delivered: a block, one read's output, the flush tail
+            self._back = np.zeros((spec.max_block + self._rs.max_output(self._max_read)
+                                   + self._rs.max_flush + 8, ch), np.float32)
+        self._reset_stream()
         if self.params.start_s:
             self._f.seek(min(int(self.params.start_s * self._f.samplerate), self._f.frames))
 
-    def process(self, io: NodeIO) -> None:
+    def _reset_stream(self) -> None:
+        self._eof = False  # the file ended (no loop)
+        self._n_back = 0
+        if self._rs is not None:
+            self._rs.reset()
+            self._skip = self._rs.latency_out  # output frames before the first input frame
+
+    def _read(self, out: np.ndarray, want: int) -> int:
+        """Up to ``want`` file frames into ``out`` (looping when asked); sets ``_eof``."""
         f = self._f
-        if f is None or self.finished:
-            return
-        final = io.out("audio")
-        out = self._scratch if self._mix is not None else final
-        want = min(io.frames, len(out))
         got = 0
         while got < want:
             try:
@@ -94,17 +123,62 @@ class FileSource(Node):
                 if self.params.loop:
                     f.seek(0)
                     continue
-                self.finished = True
+                self._eof = True
                 break
         self.frames_read += got
+        return got
+
+    def process(self, io: NodeIO) -> None:
+        if self._f is None or self.finished:
+            return
+        final = io.out("audio")
+        if self._rs is not None:
+            return self._process_resampled(io, final)
+        out = self._scratch if self._mix is not None else final
+        got = self._read(out, min(io.frames, len(out)))
+        self.finished = self._eof
         if self._mix is not None:
             np.matmul(out[:got], self._mix, out=final[:got])
         io.produced("audio", got)
+
+    def _process_resampled(self, io: NodeIO, final: np.ndarray) -> None:
+        rs, back = self._rs, self._back
+        want = min(io.frames, len(final))
+        while self._n_back < want and not self._eof:
+            k = min(self._max_read, math.ceil((want - self._n_back) * rs.in_rate
+                                              / rs.out_rate) + 1)
+            got = self._read(self._scratch, k)
+            x = self._scratch[:got]
+            if self._mix is not None:
+                np.matmul(x, self._mix, out=self._mapped[:got])
+                x = self._mapped[:got]
+            m = rs.process(x, back[self._n_back:])
+            if self._eof:  # the filter's tail
+                while (t := rs.flush(back[self._n_back + m:])) > 0:
+                    m += t
+            self._keep(m)
+        give = min(want, self._n_back)
+        final[:give] = back[:give]
+        back[:self._n_back - give] = back[give:self._n_back]
+        self._n_back -= give
+        self.finished = self._eof and self._n_back == 0
+        io.produced("audio", give)
+
+    def _keep(self, m: int) -> None:
+        """Keep ``m`` new frames at the end of the backlog, less the filter's start delay."""
+        drop = min(self._skip, m)
+        if drop:
+            n = self._n_back
+            self._back[n:n + m - drop] = self._back[n + drop:n + m]
+            self._skip -= drop
+        self._n_back += m - drop
 
     def reset(self) -> None:
         if self._f is not None:
             self._f.seek(0)
         self.finished = False
+        if hasattr(self, "_n_back"):  # prepared
+            self._reset_stream()
 
     def close(self) -> None:
         if self._f is not None:
