@@ -472,8 +472,12 @@ def _summary(stats: dict[str, Any]) -> str:
             heard = ", ".join(f"{g} {k}" for g, k in n["events_by_group"].items()) or "none"
             extra += f"; sound events: {heard}"
             for key, label in (("clips_written", "clips saved"), ("clips_failed", "not saved"),
+                               ("clips_dropped", "dropped (disk too slow)"),
+                               ("clips_pruned", "oldest deleted (evidence_max_mb)"),
                                ("webhook_posted", "webhook posts"),
-                               ("webhook_failed", "failed")):
+                               ("webhook_failed", "failed"),
+                               ("webhook_dropped", "dropped (endpoint behind)"),
+                               ("undelivered_at_end", "still queued at the end")):
                 if n.get(key):
                     extra += f", {label} {n[key]}"
         lines.append(f"  {nid:<12} {n['type']:<18} cpu {n['cpu_mean_ms']:.3f} ms mean, "

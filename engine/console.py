@@ -17,6 +17,16 @@ from typing import TextIO
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+def clock(t: float) -> str:
+    """A time on the audio clock for the terminal: ``  12.34s`` (7 digits) under an hour, then
+    ``h:mm:ss.ss`` (a monitor left running shows ``10:02:03.40``, not ``36123.40s``)."""
+    if t < 3600:
+        return f"{t:7.2f}s"
+    h, rest = divmod(t, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{int(h)}:{int(m):02d}:{sec:05.2f}"
+
+
 def fit(text: str, width: int, keep_end: bool = False) -> str:
     """``text`` cut to ``width`` visible characters, so a redrawn line never wraps (wrapped
     lines would break the cursor arithmetic that clears them): its start is kept, or with

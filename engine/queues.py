@@ -48,8 +48,10 @@ class BoundedQueue:
                         self._cv.wait(0.1)
             self._q.append(item)
             self.put_count += 1
-            if len(self._q) > self.max_depth:
-                self.max_depth = len(self._q)
+            # the high-water mark of work: a forced marker past a full queue is not more of it
+            depth = min(len(self._q), self.maxsize)
+            if depth > self.max_depth:
+                self.max_depth = depth
             self._cv.notify_all()
             return not dropped
 

@@ -146,6 +146,74 @@ def test_last_cue_ends_with_the_audio(tmp_path):
     assert srt.read_text().splitlines()[1] == "00:00:00,625 --> 00:00:01,500"
 
 
+def test_subtitles_grow_by_the_new_cues_only(tmp_path):
+    """Hours of captions: each final writes its new cues and the last cue before them (whose
+    end may still move), not the whole file again (a day's session rewrote 7 GB). The files
+    equal a full rendering after every caption, with overlaps trimmed and the last cue clamped
+    at the end; a file removed mid-run (log rotation) is written again in full."""
+    from engine.events import TranscriptFinal
+    from engine.node import NodeIO
+    from engine.nodes.subtitles import SubtitlesSink, to_srt, to_vtt
+
+    srt, vtt = tmp_path / "c.srt", tmp_path / "c.vtt"
+    node = SubtitlesSink("subs", SubtitlesSink.Params(srt=str(srt), vtt=str(vtt)))
+    node.prepare({})
+    words = "the quick brown fox jumps over the lazy dog while it sleeps".split()
+    r = 16000
+    for i in range(400):
+        start = i * 3.0 - (0.4 if i % 7 == 3 else 0.0)  # every 7th overlaps the one before
+        text = " ".join(words[: 2 + i % 9]) + ("." if i % 2 else "")
+        io = NodeIO("subs", {}, [])
+        end = i * 3.0 + (2.5 if i < 399 else 0.5)  # the last one is short
+        io._events_in = {"events": [TranscriptFinal(int(end * r), r, "asr", text=text,
+                                                     start_sample=int(start * r))]}
+        node.process(io)
+        if i in (0, 1, 57, 200, 399):
+            assert srt.read_text() == to_srt(node.cues) and vtt.read_text() == to_vtt(node.cues)
+        if i == 250:
+            srt.unlink()  # rotated away: the next caption writes it whole again
+    io = NodeIO("subs", {}, [])
+    io.stream_seconds = 399 * 3.0 + 0.6  # the last cue was stretched to min_s past this
+    node.flush(io)
+    assert node.cues[-1].end == pytest.approx(399 * 3.0 + 0.6)
+    assert srt.read_text() == to_srt(node.cues) and vtt.read_text() == to_vtt(node.cues)
+    assert all(a.end <= b.start for a, b in zip(node.cues[:-1], node.cues[1:], strict=True))
+    whole = srt.stat().st_size + vtt.stat().st_size
+    # written: about twice the files (each cue once as new, once as the last), plus the SRT
+    # again in full after its removal; rewriting in full would be about 200x
+    assert node.stats()["bytes_written"] < 3.2 * whole, (node.stats(), whole)
+
+
+def test_terminal_captions_show_hours_and_wrap_under_their_stamp(monkeypatch):
+    """A captioner left running: past an hour the stamp reads h:mm:ss (not 10742.20s), and
+    wrapped lines start under the text whatever the stamp's width (they were one column off
+    past 10,000 s)."""
+    import io
+
+    from engine.console import CONSOLE, clock
+    from engine.events import TranscriptFinal
+    from engine.node import NodeIO
+    from engine.nodes.captions import CaptionsSink
+
+    assert clock(12.3) == "  12.30s" and clock(3599.994) == "3599.99s"
+    assert clock(10742.2) == "2:59:02.20" and clock(36000) == "10:00:00.00"
+    out = io.StringIO()
+    monkeypatch.setattr(CONSOLE, "stream", out)
+    node = CaptionsSink("cap", CaptionsSink.Params(width=30))
+    text = "and so my fellow americans ask not what your country can do for you"
+    for t in (12.3, 10742.2):
+        io_ = NodeIO("cap", {}, [])
+        io_._events_in = {"events": [TranscriptFinal(int((t + 3) * 16000), 16000, "asr",
+                                                      text=text, start_sample=int(t * 16000))]}
+        node.process(io_)
+    lines = [x for x in out.getvalue().splitlines() if x.strip()]
+    assert lines[0].startswith("[  12.30s] and so") and len(lines) == 6, lines
+    assert lines[3].startswith("[2:59:02.20] and so")
+    for first, rest in ((lines[0], lines[1:3]), (lines[3], lines[4:6])):
+        indent = first.index("]") + 2
+        assert all(r[:indent].strip() == "" and r[indent] != " " for r in rest), lines
+
+
 def test_cues_are_balanced_without_orphan_words():
     """A final a little longer than one cue is split into two even cues, not a full one and a
     one-word orphan shown for half a second ("... review of activities they are" / "under.")."""

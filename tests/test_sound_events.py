@@ -516,6 +516,100 @@ def test_webhook_posts_events_and_survives_server_down():
     node.close()
 
 
+class _SlowHook(_Hook):
+    """Answers only once ``release`` is set (an endpoint that fell behind)."""
+
+    release = threading.Event()
+
+    def do_POST(self):  # noqa: N802 - http.server API
+        type(self).release.wait(30)
+        super().do_POST()
+
+
+@needs_model
+@needs_clips
+@pytest.mark.parametrize("answers", [True, False], ids=["late", "never"])
+def test_webhook_behind_drops_oldest_and_counts_every_post_once(monkeypatch, answers):
+    """Three alarms (6 posts) into an endpoint that does not answer, with room for 2 queued
+    posts: the post in flight stays, the oldest queued ones are dropped and reported, the
+    newest are kept. Every post ends in exactly one counter (the soak trial found 440 posts
+    counted as 524, and 164 dropped with no trace)."""
+    from engine.nodes import sound_events as se
+
+    monkeypatch.setattr(se, "WEBHOOK_QUEUE", 2)
+    _SlowHook.bodies, _SlowHook.release = [], threading.Event()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHook)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    alarm = _clip(SMOKE_ALARM)
+    gap = np.zeros(16000 * 3, np.float32)
+    x = np.concatenate([alarm, gap, alarm, gap, alarm, gap])
+    node = _node(webhook_url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+                 webhook_retries=0, webhook_timeout_s=1.5 if not answers else 20.0)
+    if answers:  # the endpoint catches up once the stream has been processed
+        threading.Timer(1.0, _SlowHook.release.set).start()
+    r = run_node(node, x, 16000, 480)
+    sent = [e for e in r.events["events"] if not isinstance(e, NodeError)]
+    assert len(sent) == 6
+    errors = [e.message for e in r.events["events"] if isinstance(e, NodeError)]
+    assert sum("the oldest dropped (1 so far)" in m for m in errors) == 1, errors
+    node.close()
+    st = node.stats()
+    assert st["webhook_dropped"] == 3
+    assert st["webhook_posted"] + st["webhook_failed"] + st["webhook_dropped"] + \
+        st["undelivered_at_end"] == 6, st
+    if answers:  # the first (in flight) and the two newest arrived, in order
+        assert st["webhook_posted"] == 3
+        assert [b["sample"] for b in _SlowHook.bodies] == \
+            [sent[0].sample, sent[4].sample, sent[5].sample]
+    _SlowHook.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+@needs_model
+@needs_clips
+def test_evidence_folder_keeps_the_newest_clips_under_evidence_max_mb(tmp_path):
+    """A monitor left running must not fill the disk: past evidence_max_mb the oldest clips of
+    this node are deleted (WAV and JSON), counted and reported; other files are untouched,
+    and clips of an earlier run count."""
+    alarm = _clip(SMOKE_ALARM)
+    x = np.concatenate([alarm, np.zeros(16000 * 3, np.float32)] * 3)
+    node = _node(evidence_dir=str(tmp_path / "all"), pre_roll_s=2.0, evidence_max_mb=0)
+    run_node(node, x, 16000, 480)  # no limit: the three clips' sizes
+    assert node.wait_idle(10.0)
+    node.close()
+    sizes = [w.stat().st_size + w.with_suffix(".json").stat().st_size
+             for w in sorted((tmp_path / "all").glob("*.wav"))]
+    assert len(sizes) == 3
+    cap = (sizes[1] + sizes[2] + sizes[0] // 2) / 1e6  # room for the newest two
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (ev / "notes.txt").write_text("mine")
+    node = _node(evidence_dir=str(ev), pre_roll_s=2.0, evidence_max_mb=cap)
+    r = run_node(node, x, 16000, 480)
+    assert node.wait_idle(10.0)
+    node.close()
+    started = [e for e in r.events["events"] if isinstance(e, SoundEventStarted)]
+    assert len(started) == 3
+    st = node.stats()
+    wavs = sorted(ev.glob("*.wav"))
+    assert st["clips_written"] == 3 and st["clips_pruned"] == 1 and len(wavs) == 2, st
+    kept = sorted(json.loads(w.with_suffix(".json").read_text())["started"]["sample"]
+                  for w in wavs)
+    assert kept == [e.sample for e in started][-len(wavs):]  # the newest
+    assert len(list(ev.glob("*.json"))) == len(wavs) and (ev / "notes.txt").exists()
+    msgs = [e.message for e in r.events["events"] + _drain_io(node) if isinstance(e, NodeError)]
+    assert any("the oldest deleted" in m for m in msgs), msgs
+    # a second run counts the first run's clips: the folder stays under the cap
+    node = _node(evidence_dir=str(ev), pre_roll_s=2.0, evidence_max_mb=cap)
+    run_node(node, x, 16000, 480)
+    assert node.wait_idle(10.0)
+    node.close()
+    assert sum(f.stat().st_size for f in ev.glob("*_mon_*")) <= cap * 1e6
+    assert node.stats()["clips_pruned"] == 3 and len(list(ev.glob("*.wav"))) == 2
+
+
 @needs_model
 @needs_clips
 def test_evidence_clip_written_with_pre_roll(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
-from ..console import CONSOLE, columns
+from ..console import CONSOLE, clock, columns
 from ..events import TranscriptFinal, TranscriptPartial, TranscriptSkipped
 from ..node import EVENTS, AudioSpec, Node, NodeIO, param, register
 
@@ -62,12 +62,13 @@ class CaptionsSink(Node):
                 CONSOLE.live("")
             elif isinstance(ev, TranscriptFinal):
                 CONSOLE.live("")
-                lines = textwrap.wrap(ev.text, w) or [""]
                 t = ev.start_sample / ev.sample_rate if ev.sample_rate else 0.0
-                for i, line in enumerate(lines):
-                    prefix = (f"[{t:7.2f}s] " if i == 0 else " " * 11) \
-                        if self.params.timestamps else ""
-                    CONSOLE.line(prefix + line)
+                stamp = f"[{clock(t)}] " if self.params.timestamps else ""
+                if CONSOLE.tty and len(stamp) > 11:  # past an hour: h:mm:ss takes more room
+                    w = max(10, min(self.params.width, columns() - 1 - len(stamp)))
+                lines = textwrap.wrap(ev.text, w) or [""]
+                for i, line in enumerate(lines):  # wrapped lines line up under the first
+                    CONSOLE.line((stamp if i == 0 else " " * len(stamp)) + line)
 
     def close(self) -> None:
         CONSOLE.live("")

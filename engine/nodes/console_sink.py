@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..console import CONSOLE
+from ..console import CONSOLE, clock
 from ..events import Event
 from ..node import EVENTS, AudioSpec, Node, NodeIO, param, register
 
@@ -30,7 +30,7 @@ def describe(ev: Event) -> str:
             v = "; ".join(f"{a[0]} ({a[1]:.2f})" if isinstance(a, list) and len(a) == 2 and
                           isinstance(a[1], float) else str(a) for a in v[:3])
         fields.append(f"{k}={v}")
-    return f"[{ev.time_s:8.2f}s] {ev.type:<20} {ev.node:<10} " + " ".join(fields)
+    return f"[{clock(ev.time_s):>9}] {ev.type:<20} {ev.node:<10} " + " ".join(fields)
 
 
 @register

@@ -27,10 +27,19 @@ Side outputs, both on background threads behind bounded queues so ``process`` ne
 * ``evidence_dir``: each event's audio, from ``pre_roll_s`` before its start to the moment it is
   stopped (at most ``max_clip_s``), written as a 16-bit WAV plus a JSON sidecar. An unwritable
   directory or a full disk becomes an ``engine.node_error`` event and a log warning, never a
-  crash; clips that find the queue full are counted as dropped.
+  crash; a clip that finds the writer's queue (32 clips) full is dropped, counted and reported.
+  ``evidence_max_mb`` caps the folder: the oldest clips of this node are deleted to make room
+  (counted in ``clips_pruned``), so a monitor left running for weeks does not fill the disk.
 * ``webhook_url``: the JSON of every started / stopped event is POSTed (``urllib``) with a
   timeout of ``webhook_timeout_s`` and up to ``webhook_retries`` retries with exponential backoff;
-  failures are counted and reported like evidence failures.
+  failures are counted and reported like evidence failures. When the endpoint falls 256 posts
+  behind (down, or slower than the events), the **oldest** queued post is dropped (the newest
+  alerts matter most), counted in ``webhook_dropped`` and reported (at the 1st, 10th, 100th...).
+
+Every post ends in exactly one of ``webhook_posted``, ``webhook_failed``, ``webhook_dropped`` or
+``undelivered_at_end`` (still queued when the stream ended and the end-of-stream wait ran out;
+a job in progress then is let finish and counted by its outcome); clips likewise in
+``clips_written``, ``clips_failed``, ``clips_dropped`` or ``undelivered_at_end``.
 
 Real-time rules: this is a ``thread = "worker"`` node (it runs a model). ``process`` accepts any
 block length; its work is the feature kernel, one model call per completed patch and a few small
@@ -44,6 +53,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import socket
 import threading
@@ -109,12 +119,20 @@ DEFAULT_THRESHOLDS: dict[str, list[float]] = {"dog": [0.3, 0.15]}
 # ---------------------------------------------------------------------------------------------
 # background writers
 
+#: webhook posts waiting for the endpoint before the oldest is dropped
+WEBHOOK_QUEUE = 256
+
 
 class _Background:
-    """One daemon thread draining a bounded queue; ``pending`` counts queued + in-flight jobs."""
+    """One daemon thread draining a bounded queue; ``pending`` counts queued + in-flight jobs.
+    When the queue is full, ``submit`` drops the new job, or with ``drop_oldest`` the oldest
+    queued one; either way it returns False (the caller counts and reports)."""
 
-    def __init__(self, name: str, handler, errors: deque[str], maxsize: int = 32):
+    def __init__(self, name: str, handler, errors: deque[str], maxsize: int = 32,
+                 drop_oldest: bool = False):
         self._q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.maxsize = maxsize
+        self._drop_oldest = drop_oldest
         self._handler = handler
         self._errors = errors
         self._lock = threading.Lock()
@@ -128,14 +146,44 @@ class _Background:
     def submit(self, job: Any) -> bool:
         with self._lock:
             self.pending += 1
-        try:
-            self._q.put_nowait(job)
-            return True
-        except queue.Full:
+        while True:
+            try:
+                self._q.put_nowait(job)
+                break
+            except queue.Full:
+                if not self._drop_oldest:
+                    with self._lock:
+                        self.pending -= 1
+                        self.dropped += 1
+                    return False
+            try:  # make room: the oldest queued job goes
+                self._q.get_nowait()
+            except queue.Empty:  # the worker took it meanwhile: room now
+                continue
             with self._lock:
                 self.pending -= 1
                 self.dropped += 1
+            self._q.put_nowait(job)  # the only producer: the slot just freed is still free
             return False
+        return True
+
+    def abandon(self) -> int:
+        """End of stream, out of time: drop the queued jobs (returned: how many) and tell the
+        job in progress to give up its retries (``stop_event``); it is counted by its outcome."""
+        self.stop_event.set()
+        n = 0
+        while True:
+            try:
+                job = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                continue
+            n += 1
+        with self._lock:
+            self.pending -= n
+            self._idle.notify_all()
+        return n
 
     def _loop(self) -> None:
         while True:
@@ -258,6 +306,9 @@ class SoundEvents(Node):
         evidence_dir: str = param("", doc="folder for a WAV clip (+ JSON) per event; '' = off")
         pre_roll_s: float = param(2.0, ge=0.0, le=60.0, doc="audio kept before an event's start")
         max_clip_s: float = param(30.0, gt=0.0, le=600.0, doc="longest evidence clip")
+        evidence_max_mb: float = param(2048.0, ge=0.0, doc="most MB of this node's clips kept in "
+                                                          "evidence_dir (oldest deleted); 0 = "
+                                                          "no limit")
         webhook_url: str = param("", doc="http(s) URL to POST each event's JSON to; '' = off")
         webhook_timeout_s: float = param(2.0, gt=0.0, le=60.0, doc="per attempt")
         webhook_retries: int = param(2, ge=0, le=10, doc="retries after a failed POST")
@@ -342,11 +393,14 @@ class SoundEvents(Node):
         self._ring: np.ndarray | None = None
         self._clips: dict[str, dict[str, Any]] = {}
         self._counts = dict(patches=0, events=0, clips_written=0, clips_failed=0,
-                            webhook_posted=0, webhook_failed=0, errors_reported=0,
-                            undelivered_at_end=0)
+                            clips_dropped=0, clips_pruned=0, webhook_posted=0, webhook_failed=0,
+                            webhook_dropped=0, errors_reported=0, undelivered_at_end=0)
         self._infer_s = 0.0
         self._by_group: dict[str, int] = {}
         self.rate = SAMPLE_RATE
+        #: this node's clips in evidence_dir, oldest first: (stem, bytes); writer thread only
+        self._kept: deque[tuple[str, int]] | None = None
+        self._kept_bytes = 0
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         spec = inputs["audio"]
@@ -381,7 +435,8 @@ class SoundEvents(Node):
                              f"({e.strerror or e}); clips will not be saved until it can")
             self._evidence = _Background(f"{self.id}-evidence", self._write_clip, self._errors)
         if p.webhook_url:
-            self._webhook = _Background(f"{self.id}-webhook", self._post, self._errors, 256)
+            self._webhook = _Background(f"{self.id}-webhook", self._post, self._errors,
+                                        WEBHOOK_QUEUE, drop_oldest=True)
         self.reset()
 
     def reset(self) -> None:
@@ -434,9 +489,11 @@ class SoundEvents(Node):
         # the stream ends: give queued clips / posts their time, then say what did not make it
         for label, b, wait in self._side_outputs():
             if b is not None and not b.wait_idle(wait):
-                self._counts["undelivered_at_end"] += b.pending
-                self._report(f"{b.pending} {label} when the stream ended (still in progress "
-                             f"after {wait:.0f} s)")
+                n = b.abandon()
+                self._inc("undelivered_at_end", n)
+                if n:
+                    self._report(f"{n} {label}: still queued {wait:.0f} s after the stream "
+                                 "ended")
         self._drain_errors(io)
 
     def _patch(self, io: NodeIO, p: int, patch: np.ndarray) -> None:
@@ -482,9 +539,13 @@ class SoundEvents(Node):
                 clip["stopped"] = ev.to_dict()
                 clip["done"] = True
         io.emit("events", ev)
-        if self._webhook is not None:
-            self._webhook.submit(json.dumps({**ev.to_dict(), "utc": self._utc(d.sample),
-                                             "host": socket.gethostname()}).encode())
+        if self._webhook is not None and not self._webhook.submit(json.dumps(
+                {**ev.to_dict(), "utc": self._utc(d.sample),
+                 "host": socket.gethostname()}).encode()):
+            n = self._inc("webhook_dropped")
+            if _power_of_ten(n):
+                self._report(f"webhook: {self._webhook.maxsize} posts waiting (endpoint down or "
+                             f"too slow): the oldest dropped ({n} so far)")
 
     def _utc(self, sample: int) -> str:
         """Wall-clock time (UTC, ISO 8601) of stream sample ``sample``: now, less how far the
@@ -544,8 +605,10 @@ class SoundEvents(Node):
                                                            time.localtime(c["wall"])),
                                              self.id, g, self._abs(c["start"]) / self.rate)
             if not self._evidence.submit((name, audio, meta)):
-                self._inc("clips_failed")
-                self._errors.append(f"evidence clip {name} dropped: writer queue full")
+                n = self._inc("clips_dropped")
+                if _power_of_ten(n):
+                    self._report(f"evidence clip {name} dropped: {self._evidence.maxsize} clips "
+                                 f"waiting for the disk ({n} dropped so far)")
             c["written"] = True
             if c.get("done") or final:
                 del self._clips[g]
@@ -573,6 +636,43 @@ class SoundEvents(Node):
                    f"{getattr(e, 'strerror', None) or e}")
             log.info("%s: %s", self.id, msg)  # reported as engine.node_error
             self._errors.append(msg)
+            return
+        self._prune(folder, path)
+
+    def _prune(self, folder: Path, new: Path) -> None:
+        """Keep this node's clips under ``evidence_max_mb``: delete the oldest (writer thread).
+        The folder is scanned once (clips of earlier runs count, oldest written first); other
+        files in the folder are never touched."""
+        cap = self.params.evidence_max_mb * 1e6
+        if not cap:
+            return
+        if self._kept is None:
+            found = []
+            for f in folder.glob(f"*_{self.id}_*.wav"):
+                try:  # ids may hold '_': the sidecar says whose clip it is
+                    mine = json.loads(f.with_suffix(".json").read_text()).get("node") == self.id
+                except (OSError, ValueError, AttributeError):
+                    mine = False
+                if mine and f != new:
+                    found.append((_mtime(f), f.stem, _size(f) + _size(f.with_suffix(".json"))))
+            self._kept = deque((stem, b) for _, stem, b in sorted(found))
+            self._kept_bytes = sum(b for _, b in self._kept)
+        size = _size(new) + _size(new.with_suffix(".json"))
+        self._kept.append((new.stem, size))
+        self._kept_bytes += size
+        while self._kept_bytes > cap and len(self._kept) > 1:
+            stem, b = self._kept.popleft()
+            self._kept_bytes -= b
+            for f in (folder / f"{stem}.wav", folder / f"{stem}.json"):
+                try:
+                    f.unlink(missing_ok=True)
+                except OSError:  # read-only, or gone: it is no longer ours to count
+                    pass
+            n = self._inc("clips_pruned")
+            if _power_of_ten(n):
+                self._report(f"evidence_dir {folder} holds evidence_max_mb = "
+                             f"{self.params.evidence_max_mb:g} MB of clips: the oldest deleted "
+                             f"to make room ({n} so far)")
 
     # ------------------------------------------------------------------ webhook
     def _post(self, body: bytes) -> None:
@@ -603,9 +703,11 @@ class SoundEvents(Node):
         self._errors.append(msg)
 
     # ------------------------------------------------------------------ errors, stats, close
-    def _inc(self, key: str) -> None:
+    def _inc(self, key: str, n: int = 1) -> int:
+        """Add ``n`` to a counter (any thread); returns its new value."""
         with self._count_lock:
-            self._counts[key] += 1
+            self._counts[key] += n
+            return self._counts[key]
 
     def _report(self, msg: str) -> None:
         log.info("%s: %s", self.id, msg)  # reported as engine.node_error
@@ -633,8 +735,7 @@ class SoundEvents(Node):
         d["inference_ms_per_patch"] = round(1e3 * self._infer_s / max(1, d["patches"]), 3)
         d["events_by_group"] = dict(self._by_group)
         for label, b in (("clips", self._evidence), ("webhook", self._webhook)):
-            if b is not None:
-                d[f"{label}_dropped"] = b.dropped
+            if b is not None:  # while running (after close, everything is in a counter)
                 d[f"{label}_pending"] = b.pending
         return d
 
@@ -652,6 +753,25 @@ class SoundEvents(Node):
                 b.close(wait)
         self._evidence = self._webhook = None
         self._model = None
+
+
+def _size(f: Path) -> int:
+    try:
+        return f.stat().st_size
+    except OSError:
+        return 0
+
+
+def _mtime(f: Path) -> float:
+    try:
+        return f.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _power_of_ten(n: int) -> bool:
+    """Report the 1st, 10th, 100th... of a repeated problem, not every one."""
+    return n > 0 and 10 ** round(math.log10(n)) == n
 
 
 def all_groups(params: Any) -> dict[str, list[str]]:

@@ -3,9 +3,14 @@
 Cues follow common subtitle rules: at most ``max_lines`` lines of ``max_chars`` characters and
 between ``min_s`` and ``max_s`` seconds on screen. A final too long for one cue is split at word
 boundaries; with word timestamps each cue takes its words' times, otherwise the final's time span
-is shared out in proportion to the characters of each cue. Files are rewritten after each final
-(small; written beside and renamed over the old file, so always whole and valid while the
-engine runs).
+is shared out in proportion to the characters of each cue.
+
+Files are written at the first caption and updated after each final with only what changed: the
+new cues and the last one before them (its end may still move: shortened when the next caption
+starts earlier, clamped to the end of the audio at the end of the stream), written over the old
+last cue in one ``write`` call. The cost per caption does not grow with the session (rewriting
+whole files made a day of captions cost 7 GB of writes), and a reader sees whole cues. A file
+removed or cut short while the engine runs (log rotation) is written again in full.
 """
 
 from __future__ import annotations
@@ -35,14 +40,28 @@ def _ts(t: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def to_srt(cues: list[Cue]) -> str:
+def srt_cues(cues: list[Cue], first: int = 1) -> str:
+    """SRT text of ``cues``, numbered from ``first``."""
     return "".join(f"{i}\n{_ts(c.start, ',')} --> {_ts(c.end, ',')}\n" + "\n".join(c.lines)
-                   + "\n\n" for i, c in enumerate(cues, 1))
+                   + "\n\n" for i, c in enumerate(cues, first))
+
+
+def vtt_cues(cues: list[Cue], first: int = 1) -> str:
+    """WebVTT text of ``cues`` (no header; cues are not numbered)."""
+    return "".join(f"{_ts(c.start, '.')} --> {_ts(c.end, '.')}\n" + "\n".join(c.lines)
+                   + "\n\n" for c in cues)
+
+
+#: (header, cues) of each format
+FORMATS = {"srt": ("", srt_cues), "vtt": ("WEBVTT\n\n", vtt_cues)}
+
+
+def to_srt(cues: list[Cue]) -> str:
+    return srt_cues(cues)
 
 
 def to_vtt(cues: list[Cue]) -> str:
-    return "WEBVTT\n\n" + "".join(f"{_ts(c.start, '.')} --> {_ts(c.end, '.')}\n"
-                                  + "\n".join(c.lines) + "\n\n" for c in cues)
+    return FORMATS["vtt"][0] + vtt_cues(cues)
 
 
 def split_text(words: list[str], max_chars: int, max_lines: int) -> list[list[str]]:
@@ -114,12 +133,12 @@ def make_cues(text: str, start: float, end: float, words=(), max_chars: int = 42
     return out
 
 
-def _replace(path: Path, text: str) -> None:
+def _replace(path: Path, text: bytes) -> None:
     """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``: a player
     or editor that reads the file meanwhile sees the old or the new version, never an empty
     or half-written one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(text)
     os.replace(tmp, path)
 
 
@@ -151,6 +170,9 @@ class SubtitlesSink(Node):
         last run's subtitles alone."""
         self.cues: list[Cue] = []
         self._written = False
+        #: per file: (cues that can no longer change, bytes they take in the file)
+        self._fixed: dict[str, tuple[int, int]] = {}
+        self.bytes_written = 0
         for path in (self.params.srt, self.params.vtt):
             why = unwritable(path) if path else None
             if why:
@@ -176,10 +198,33 @@ class SubtitlesSink(Node):
     def _write(self) -> None:
         self._written = True
         p = self.params
-        if p.srt:
-            _replace(Path(p.srt), to_srt(self.cues))
-        if p.vtt:
-            _replace(Path(p.vtt), to_vtt(self.cues))
+        for path, fmt in ((p.srt, "srt"), (p.vtt, "vtt")):
+            if path:
+                self._update(Path(path), fmt)
+
+    def _update(self, path: Path, fmt: str) -> None:
+        """Write the cues after the fixed ones over the file's tail (all of it the first time,
+        or when the file was removed or cut short meanwhile)."""
+        head, body = FORMATS[fmt]
+        cues = self.cues
+        k, off = self._fixed.get(fmt, (0, -1))
+        try:
+            whole = off < 0 or path.stat().st_size < off
+        except OSError:
+            whole = True
+        if whole:
+            k, off = 0, len(head.encode())
+            text = (head + body(cues)).encode()
+            _replace(path, text)
+        else:
+            text = body(cues[k:], k + 1).encode()
+            with open(path, "r+b") as f:
+                f.seek(off)
+                f.write(text)
+                f.truncate()
+        self.bytes_written += len(text)
+        n = max(len(cues) - 1, k)  # every cue but the last is fixed now
+        self._fixed[fmt] = (n, off + len(body(cues[k:n], k + 1).encode()))
 
     def flush(self, io: NodeIO) -> None:
         """End of stream: no cue may end after the audio (the last one may have been
@@ -195,4 +240,5 @@ class SubtitlesSink(Node):
 
     def stats(self) -> dict:
         return {"cues": len(getattr(self, "cues", [])),
+                "bytes_written": getattr(self, "bytes_written", 0),
                 "files": [f for f in (self.params.srt, self.params.vtt) if f]}
