@@ -37,6 +37,8 @@ from typing import Any
 from .errors import DeviceError, EngineError
 
 SAMPLE = Path(__file__).parent / "data" / "samples" / "jfk.flac"
+#: --raw-format -> source.file's raw_subtype (the pipe reader takes the same names)
+RAW_SUBTYPES = {"s16le": "PCM_16", "s24le": "PCM_24", "s32le": "PCM_32", "f32le": "FLOAT"}
 NODE_ERRORS_EXIT = 3  # `run` reached the end, but a node raised on the way
 
 
@@ -90,7 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("graph", help="graph file (TOML), e.g. graphs/live_captions.toml")
     r.add_argument("--input", metavar="FILE",
                    help="stream FILE instead of the microphone (WAV, FLAC, OGG, MP3, ...; "
-                        ".raw = headerless 16 kHz mono 16-bit PCM)")
+                        ".raw = headerless PCM, see --raw-*); '-' = standard input (WAV or "
+                        "raw PCM from a pipe: arecord, ffmpeg -f wav -, sox)")
+    r.add_argument("--raw-rate", type=int, default=16000, metavar="HZ",
+                   help="headerless PCM (.raw file or a pipe): sample rate (default 16000)")
+    r.add_argument("--raw-channels", type=int, default=1, metavar="N",
+                   help="headerless PCM: channels, interleaved (default 1)")
+    r.add_argument("--raw-format", choices=tuple(RAW_SUBTYPES), default="s16le",
+                   help="headerless PCM: sample format (default s16le)")
     r.add_argument("--fast", action="store_true",
                    help="with --input: run as fast as possible instead of in real time")
     r.add_argument("--loop", action="store_true", help="with --input: loop the file")
@@ -230,6 +239,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         inp = "feed"
     if args.fast and not inp and has_mic:
         raise EngineError("--fast needs --input FILE: a microphone runs in real time")
+    if not 1000 <= args.raw_rate <= 768000 or not 1 <= args.raw_channels <= 64:
+        raise EngineError(f"--raw-rate must be 1000..768000 Hz and --raw-channels 1..64, got "
+                          f"{args.raw_rate} Hz, {args.raw_channels} channels")
+    pipe = inp == "-"
+    if pipe:
+        if args.loop:
+            raise EngineError("--loop needs a file: a pipe cannot be read twice")
+        if sys.stdin is None or sys.stdin.isatty():
+            raise EngineError("--input -: standard input is a terminal; pipe audio into it, "
+                              "e.g. arecord -f S16_LE -r 16000 | audio-engine run GRAPH "
+                              "--input -")
+        inp = "feed"
     if args.fast:
         spec = _without_speakers(spec)
     if has_mic and not inp and not args.no_fallback and args.device is None:
@@ -242,7 +263,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                  output_device=args.output_device, backend=args.backend, loop=args.loop,
                  max_seconds=args.duration,
                  # a remote microphone: when its client pauses or leaves, time goes on in silence
-                 feed_idle_s=0.5 if args.ingest else 0.0)
+                 feed_idle_s=0.5 if args.ingest else 0.0,
+                 raw={"raw_sample_rate": args.raw_rate, "raw_channels": args.raw_channels,
+                      "raw_subtype": RAW_SUBTYPES[args.raw_format]})
     if not args.quiet:
         _announce_monitors(eng.spec)
     eng.on("engine.xrun", _device_notice)
@@ -261,8 +284,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     old = signal.signal(signal.SIGINT, on_sigint)
     aborted = False
+    reader = None
     try:
         eng.start()
+        if pipe:
+            from .pipe_input import PcmFormat, PipeReader
+
+            reader = PipeReader(eng, sys.stdin.buffer, PcmFormat(
+                args.raw_rate, args.raw_channels, args.raw_format)).start()
         if view:
             view.start()
         while not eng.wait(0.1):
@@ -293,6 +322,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(_summary(stats), file=sys.stderr)
     if eng.error is not None:
         raise eng.error
+    if reader is not None and reader.error is not None:
+        raise reader.error  # after the summary: what came before the problem was processed
     if aborted:
         return 130
     failed = {nid: n["errors"] for nid, n in stats["nodes"].items() if n.get("errors")}

@@ -127,13 +127,16 @@ class Engine:
     ``feed_idle_s`` > 0 makes a feed behave as a live microphone: when no audio has come for that
     long, the graph goes on with silence at the wall clock's pace (so a VAD sees the speaker stop
     when a remote client pauses or disconnects); 0 (default) waits for the application.
+    ``raw``: the format of a headerless ``.raw`` input file, as ``source.file`` parameters
+    (``{"raw_sample_rate": 8000, "raw_channels": 2, "raw_subtype": "PCM_24"}``).
     """
 
     def __init__(self, spec: GraphSpec, *, input: str | Path | None = None,
                  realtime: bool = True, device: str | int | None = None,
                  output_device: str | int | None = None, backend: str | None = None,
                  quantum_ms: float | None = None, loop: bool = False,
-                 max_seconds: float | None = None, feed_idle_s: float = 0.0):
+                 max_seconds: float | None = None, feed_idle_s: float = 0.0,
+                 raw: dict[str, Any] | None = None):
         if isinstance(input, str) and input != "feed" and not Path(input).exists():
             from .node import did_you_mean
 
@@ -152,7 +155,7 @@ class Engine:
             raise EngineError("feed_idle_s applies to input=\"feed\" only (a microphone is "
                               "live already, a file has its own end)")
         self.spec = _substitute_sources(spec, input, device, output_device, backend, loop,
-                                        feed_idle_s)
+                                        feed_idle_s, raw or {})
         self.realtime = realtime
         #: end the stream after this much audio on the primary source's clock (exact to a quantum)
         self.max_seconds = max_seconds
@@ -947,7 +950,8 @@ def _safe_close(node: Node) -> None:
 
 
 def _substitute_sources(spec: GraphSpec, input: str | Path | None, device, output_device,
-                        backend, loop: bool, feed_idle_s: float = 0.0) -> GraphSpec:
+                        backend, loop: bool, feed_idle_s: float = 0.0,
+                        raw: dict[str, Any] | None = None) -> GraphSpec:
     """Replace microphones by a file or feed source; apply device / backend overrides."""
     types_ = node_types()
     nodes = []
@@ -969,8 +973,8 @@ def _substitute_sources(spec: GraphSpec, input: str | Path | None, device, outpu
                 rate = 0 if takers <= {"dsp.resample"} else p.sample_rate
                 cls = types_["source.file"]
                 params = build_or_raise(cls, {"path": str(input), "loop": loop,
-                                              "channels": p.channels, "sample_rate": rate},
-                                        n.id)
+                                              "channels": p.channels, "sample_rate": rate,
+                                              **(raw or {})}, n.id)
                 n = replace(n, type=cls.type_name, cls=cls, params=params)
             else:
                 kw = {}
