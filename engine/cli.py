@@ -38,7 +38,9 @@ from .errors import DeviceError, EngineError
 
 SAMPLE = Path(__file__).parent / "data" / "samples" / "jfk.flac"
 #: --raw-format -> source.file's raw_subtype (the pipe reader takes the same names)
-RAW_SUBTYPES = {"s16le": "PCM_16", "s24le": "PCM_24", "s32le": "PCM_32", "f32le": "FLOAT"}
+RAW_SUBTYPES = {"u8": "PCM_U8", "s16le": "PCM_16", "s24le": "PCM_24", "s32le": "PCM_32",
+                "f32le": "FLOAT"}
+RAW_DEFAULTS = {"raw_rate": 16000, "raw_channels": 1, "raw_format": "s16le"}
 NODE_ERRORS_EXIT = 3  # `run` reached the end, but a node raised on the way
 
 
@@ -94,11 +96,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="stream FILE instead of the microphone (WAV, FLAC, OGG, MP3, ...; "
                         ".raw = headerless PCM, see --raw-*); '-' = standard input (WAV or "
                         "raw PCM from a pipe: arecord, ffmpeg -f wav -, sox)")
-    r.add_argument("--raw-rate", type=int, default=16000, metavar="HZ",
+    r.add_argument("--raw-rate", type=int, metavar="HZ",
                    help="headerless PCM (.raw file or a pipe): sample rate (default 16000)")
-    r.add_argument("--raw-channels", type=int, default=1, metavar="N",
+    r.add_argument("--raw-channels", type=int, metavar="N",
                    help="headerless PCM: channels, interleaved (default 1)")
-    r.add_argument("--raw-format", choices=tuple(RAW_SUBTYPES), default="s16le",
+    r.add_argument("--raw-format", choices=tuple(RAW_SUBTYPES),
                    help="headerless PCM: sample format (default s16le)")
     r.add_argument("--fast", action="store_true",
                    help="with --input: run as fast as possible instead of in real time")
@@ -215,6 +217,7 @@ def _has_input_device(backend: str) -> tuple[bool, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .audio_io import RAW_EXTENSIONS
     from .console import CONSOLE
     from .graph import load_graph
     from .runtime import Engine
@@ -239,6 +242,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         inp = "feed"
     if args.fast and not inp and has_mic:
         raise EngineError("--fast needs --input FILE: a microphone runs in real time")
+    given = [k for k in RAW_DEFAULTS if getattr(args, k) is not None]
+    if given and (not inp or inp != "-" and Path(inp).suffix.lower() not in RAW_EXTENSIONS):
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise EngineError(f"{flags}: for headerless PCM only (--input FILE.raw or --input -); "
+                          + (f"{inp} has a header that says its format" if inp else
+                             "there is no --input"))
+    for k, v in RAW_DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
     if not 1000 <= args.raw_rate <= 768000 or not 1 <= args.raw_channels <= 64:
         raise EngineError(f"--raw-rate must be 1000..768000 Hz and --raw-channels 1..64, got "
                           f"{args.raw_rate} Hz, {args.raw_channels} channels")
@@ -288,10 +300,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         eng.start()
         if pipe:
-            from .pipe_input import PcmFormat, PipeReader
+            from .pipe_input import FdStream, PcmFormat, PipeReader
 
-            reader = PipeReader(eng, sys.stdin.buffer, PcmFormat(
-                args.raw_rate, args.raw_channels, args.raw_format)).start()
+            reader = PipeReader(eng, FdStream(sys.stdin.fileno()), PcmFormat(
+                args.raw_rate, args.raw_channels, args.raw_format), realtime=realtime).start()
         if view:
             view.start()
         while not eng.wait(0.1):
@@ -508,7 +520,8 @@ def _summary(stats: dict[str, Any]) -> str:
                                ("webhook_posted", "webhook posts"),
                                ("webhook_failed", "failed"),
                                ("webhook_dropped", "dropped (endpoint behind)"),
-                               ("undelivered_at_end", "still queued at the end")):
+                               ("webhook_undelivered_at_end", "still queued at the end"),
+                               ("clips_unsaved_at_end", "clips still queued at the end")):
                 if n.get(key):
                     extra += f", {label} {n[key]}"
         lines.append(f"  {nid:<12} {n['type']:<18} cpu {n['cpu_mean_ms']:.3f} ms mean, "

@@ -20,11 +20,12 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 def clock(t: float) -> str:
     """A time on the audio clock for the terminal: ``  12.34s`` (7 digits) under an hour, then
     ``h:mm:ss.ss`` (a monitor left running shows ``10:02:03.40``, not ``36123.40s``)."""
-    if t < 3600:
-        return f"{t:7.2f}s"
-    h, rest = divmod(t, 3600)
-    m, sec = divmod(rest, 60)
-    return f"{int(h)}:{int(m):02d}:{sec:05.2f}"
+    cs = round(max(t, 0.0) * 100)  # hundredths, rounded once (59.996 s is 1:00.00, not 0:60)
+    if cs < 360000:
+        return f"{cs / 100:7.2f}s"
+    h, cs = divmod(cs, 360000)
+    m, cs = divmod(cs, 6000)
+    return f"{h}:{m:02d}:{cs // 100:02d}.{cs % 100:02d}"
 
 
 def fit(text: str, width: int, keep_end: bool = False) -> str:

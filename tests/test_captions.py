@@ -197,6 +197,8 @@ def test_terminal_captions_show_hours_and_wrap_under_their_stamp(monkeypatch):
 
     assert clock(12.3) == "  12.30s" and clock(3599.994) == "3599.99s"
     assert clock(10742.2) == "2:59:02.20" and clock(36000) == "10:00:00.00"
+    assert clock(3659.996) == "1:01:00.00" and clock(7199.999) == "2:00:00.00"
+    assert clock(3599.996) == "1:00:00.00" and clock(-0.001) == "   0.00s"
     out = io.StringIO()
     monkeypatch.setattr(CONSOLE, "stream", out)
     node = CaptionsSink("cap", CaptionsSink.Params(width=30))

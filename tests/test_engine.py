@@ -347,6 +347,28 @@ def test_file_source_resamples_to_the_rate_asked_for(tmp_path, quantum_ms):
         np.testing.assert_array_equal(y, eng10._states[1].node.audio[:, 0])
 
 
+@pytest.mark.parametrize("sample_rate", [0, 8000])
+def test_file_source_loops_and_resets_to_start_s(tmp_path, sample_rate):
+    """A loop goes back to start_s, not to the file's first frame (with or without
+    resampling; reset() shares the position)."""
+    ramp = (np.arange(16000) / 16000).astype(np.float32)
+    wav = tmp_path / "ramp.wav"
+    sf.write(wav, ramp, 16000, subtype="FLOAT")
+    spec = parse_graph(f'[[nodes]]\nid="s"\ntype="source.file"\n'
+                       f'params={{path="{wav}", start_s=0.4, loop=true, '
+                       f'sample_rate={sample_rate}}}\n'
+                       '[[nodes]]\nid="out"\ntype="sink.array"\nin={audio="s.audio"}\n')
+    eng = Engine(spec, realtime=False, max_seconds=1.5)
+    eng.run()
+    y = eng._states[1].node.audio[:, 0]
+    rate = sample_rate or 16000
+    period = round(0.6 * rate)  # 0.4 s .. 1.0 s, again and again
+    assert len(y) == round(1.5 * rate)
+    mid = slice(period // 4, period // 2)  # away from the loop seams (resampler smearing)
+    np.testing.assert_allclose(y[mid], y[period:][mid], atol=2e-3)
+    assert abs(y[period // 4] - (0.4 + 0.25 * 0.6)) < 2e-3
+
+
 def test_input_file_gets_the_microphones_declared_rate():
     """--input FILE in place of a 16 kHz microphone that feeds a VAD directly: the 44.1 kHz
     file is resampled to 16 kHz (it was refused: 'vad.audio needs 16000 Hz'), and the VAD

@@ -516,6 +516,40 @@ def test_webhook_posts_events_and_survives_server_down():
     node.close()
 
 
+@needs_model
+@needs_clips
+@pytest.mark.parametrize("reply", [b"garbage\r\n\r\n",
+                                   b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"])
+def test_webhook_garbled_reply_counts_as_failed(reply):
+    """An endpoint that answers with a broken status line or a cut-off body: each post is
+    retried and counted failed (these were in no counter at all)."""
+    import socket as sk
+
+    srv = sk.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.recv(65536)
+            c.sendall(reply)
+            c.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    node = _node(webhook_url=f"http://127.0.0.1:{srv.getsockname()[1]}/hook",
+                 webhook_retries=1, webhook_timeout_s=1.0)
+    run_node(node, _clip(SMOKE_ALARM), 16000, 480)
+    assert node.wait_idle(10.0)
+    node.close()
+    srv.close()
+    st = node.stats()
+    assert st["webhook_failed"] == 2 and st["webhook_posted"] == 0, st
+
+
 class _SlowHook(_Hook):
     """Answers only once ``release`` is set (an endpoint that fell behind)."""
 
@@ -557,7 +591,7 @@ def test_webhook_behind_drops_oldest_and_counts_every_post_once(monkeypatch, ans
     st = node.stats()
     assert st["webhook_dropped"] == 3
     assert st["webhook_posted"] + st["webhook_failed"] + st["webhook_dropped"] + \
-        st["undelivered_at_end"] == 6, st
+        st["webhook_undelivered_at_end"] == 6, st
     if answers:  # the first (in flight) and the two newest arrived, in order
         assert st["webhook_posted"] == 3
         assert [b["sample"] for b in _SlowHook.bodies] == \

@@ -33,7 +33,7 @@ class FileSource(Node):
     @dataclass(frozen=True)
     class Params:
         path: str = param(doc="audio file (WAV, FLAC, OGG, ...; .raw = headerless PCM)")
-        loop: bool = param(False, doc="restart at the end of the file")
+        loop: bool = param(False, doc="restart at the end of the file (at start_s)")
         channels: int = param(0, ge=0, le=64, doc="output channels: 0 = as in the file; 1 = "
                                                   "average to mono; n = first n (or repeat)")
         start_s: float = param(0.0, ge=0, doc="start this many seconds into the file")
@@ -41,7 +41,8 @@ class FileSource(Node):
                                                          "own; another rate is resampled")
         raw_sample_rate: int = param(16000, gt=0, doc="sample rate of a .raw file")
         raw_channels: int = param(1, gt=0, le=64, doc="channels of a .raw file")
-        raw_subtype: str = param("PCM_16", choices=("PCM_16", "PCM_24", "PCM_32", "FLOAT"),
+        raw_subtype: str = param("PCM_16", choices=("PCM_U8", "PCM_16", "PCM_24", "PCM_32",
+                                                    "FLOAT"),
                                  doc="sample format of a .raw file")
 
     quantum_s = 0.01
@@ -96,9 +97,10 @@ class FileSource(Node):
             # resampled frames not yet delivered: a block, one read's output, the flush tail
             self._back = np.zeros((spec.max_block + self._rs.max_output(self._max_read)
                                    + self._rs.max_flush + 8, ch), np.float32)
+        #: where the stream starts (and a loop or reset() starts again): start_s into the file
+        self._start = min(int(self.params.start_s * self._f.samplerate), self._f.frames)
         self._reset_stream()
-        if self.params.start_s:
-            self._f.seek(min(int(self.params.start_s * self._f.samplerate), self._f.frames))
+        self._f.seek(self._start)
 
     def _reset_stream(self) -> None:
         self._eof = False  # the file ended (no loop)
@@ -120,8 +122,8 @@ class FileSource(Node):
                 raise AudioFileError(f"{self.params.path}: read error: {e}") from None
             got += n
             if n == 0 or got < want and f.tell() >= f.frames:
-                if self.params.loop:
-                    f.seek(0)
+                if self.params.loop and self._start < f.frames:  # (a start at the end: no loop)
+                    f.seek(self._start)
                     continue
                 self._eof = True
                 break
@@ -175,7 +177,7 @@ class FileSource(Node):
 
     def reset(self) -> None:
         if self._f is not None:
-            self._f.seek(0)
+            self._f.seek(getattr(self, "_start", 0))
         self.finished = False
         if hasattr(self, "_n_back"):  # prepared
             self._reset_stream()

@@ -37,9 +37,9 @@ Side outputs, both on background threads behind bounded queues so ``process`` ne
   alerts matter most), counted in ``webhook_dropped`` and reported (at the 1st, 10th, 100th...).
 
 Every post ends in exactly one of ``webhook_posted``, ``webhook_failed``, ``webhook_dropped`` or
-``undelivered_at_end`` (still queued when the stream ended and the end-of-stream wait ran out;
-a job in progress then is let finish and counted by its outcome); clips likewise in
-``clips_written``, ``clips_failed``, ``clips_dropped`` or ``undelivered_at_end``.
+``webhook_undelivered_at_end`` (still queued when the stream ended and the end-of-stream wait
+ran out; a job in progress then is let finish and counted by its outcome); clips likewise in
+``clips_written``, ``clips_failed``, ``clips_dropped`` or ``clips_unsaved_at_end``.
 
 Real-time rules: this is a ``thread = "worker"`` node (it runs a model). ``process`` accepts any
 block length; its work is the feature kernel, one model call per completed patch and a few small
@@ -51,6 +51,7 @@ Output does not depend on the block size.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import math
@@ -394,7 +395,8 @@ class SoundEvents(Node):
         self._clips: dict[str, dict[str, Any]] = {}
         self._counts = dict(patches=0, events=0, clips_written=0, clips_failed=0,
                             clips_dropped=0, clips_pruned=0, webhook_posted=0, webhook_failed=0,
-                            webhook_dropped=0, errors_reported=0, undelivered_at_end=0)
+                            webhook_dropped=0, errors_reported=0, clips_unsaved_at_end=0,
+                            webhook_undelivered_at_end=0)
         self._infer_s = 0.0
         self._by_group: dict[str, int] = {}
         self.rate = SAMPLE_RATE
@@ -487,10 +489,11 @@ class SoundEvents(Node):
                 self._emit(io, d)
         self._clip_progress(final=True)
         # the stream ends: give queued clips / posts their time, then say what did not make it
-        for label, b, wait in self._side_outputs():
+        for (label, b, wait), key in zip(self._side_outputs(), (
+                "clips_unsaved_at_end", "webhook_undelivered_at_end"), strict=True):
             if b is not None and not b.wait_idle(wait):
                 n = b.abandon()
-                self._inc("undelivered_at_end", n)
+                self._inc(key, n)
                 if n:
                     self._report(f"{n} {label}: still queued {wait:.0f} s after the stream "
                                  "ended")
@@ -695,8 +698,11 @@ class SoundEvents(Node):
                 last = f"HTTP {e.code} {e.reason}"
                 if 400 <= e.code < 500 and e.code not in (408, 429):
                     break  # the server refuses this request: retrying will not help
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                last = str(getattr(e, "reason", None) or e)
+            except (urllib.error.URLError, OSError, ValueError,
+                    http.client.HTTPException) as e:  # HTTPException: a garbled reply
+                last = str(getattr(e, "reason", None) or e) or type(e).__name__
+            except Exception as e:  # noqa: BLE001 - whatever it is, the post is counted failed
+                last = f"{type(e).__name__}: {e}"
         self._inc("webhook_failed")
         msg = f"webhook POST to {p.webhook_url} failed after {attempt + 1} attempt(s): {last}"
         log.info("%s: %s", self.id, msg)  # reported as engine.node_error
