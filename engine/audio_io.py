@@ -79,13 +79,3 @@ def _check_tail(f: sf.SoundFile, p: Path) -> None:
     if not np.all(np.isfinite(got)):
         f.close()
         raise AudioFileError(f"{p}: the file contains NaN or infinite samples")
-
-
-def read_audio(path: str | Path, **raw: int | str) -> tuple[np.ndarray, int]:
-    """Whole file as float32 ``(frames, channels)`` and its sample rate."""
-    with open_audio(path, **raw) as f:  # type: ignore[arg-type]
-        try:
-            data = f.read(dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as e:
-            raise AudioFileError(f"{path}: the file is corrupt: {e}") from None
-        return data, f.samplerate

@@ -496,13 +496,15 @@ def _summary(stats: dict[str, Any]) -> str:
                       f"{n.get('output_underflows', 0)}")
         rate = max(n.get("granted_rate") or 1, 1)
         if n.get("reopens"):
-            if "dropped_frames" in n:  # an output
+            if n["type"] == "sink.speaker":
                 extra += f", output lost and reopened {n['reopens']}x"
             else:
                 extra += (f", input lost and reopened {n['reopens']}x "
                           f"({n.get('zero_filled_frames', 0) / rate:.1f} s of silence)")
-        if n.get("dropped_frames"):
+        if n.get("dropped_frames") and n["type"] == "sink.speaker":
             extra += f", {n['dropped_frames'] / rate:.1f} s of output dropped"
+        if n.get("frames_over_max_s"):  # sink.array
+            extra += f", {n['frames_over_max_s']} frames past max_s not kept"
         if n.get("late_deliveries") and "granted_rate" in n:  # a device, not a feed
             extra += (f", audio arrived late {n['late_deliveries']}x (longest gap "
                       f"{n['longest_gap_s']:.1f} s; machine busy?)")

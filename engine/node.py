@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import NegotiationError
+from .errors import NegotiationError, ParamError
 from .events import Event
 
 AUDIO = "audio"
@@ -214,7 +214,7 @@ class Node:
 
     def control(self, values: dict[str, Any]) -> None:
         """Apply a run-time control change (thread-safe: called from the runtime between blocks)."""
-        raise NegotiationError(f"node {self.id} ({self.type_name}) takes no controls")
+        raise ParamError(f"node {self.id} ({self.type_name}) takes no controls")
 
     def check_control(self, values: dict[str, Any]) -> None:
         """Raise :class:`~engine.errors.ParamError` if :meth:`control` would refuse ``values``.
@@ -223,8 +223,6 @@ class Node:
         node then reports a refusal as an ``engine.node_error``) and refuses for those that
         do not."""
         if type(self).control is Node.control:
-            from .errors import ParamError
-
             raise ParamError(f"node {self.id} ({self.type_name}) takes no controls")
 
     def stats(self) -> dict[str, Any]:

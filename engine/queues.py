@@ -23,7 +23,6 @@ class BoundedQueue:
         self._cv = threading.Condition()
         self.drops = 0
         self.max_depth = 0
-        self.put_count = 0
 
     def __len__(self) -> int:
         return len(self._q)
@@ -47,7 +46,6 @@ class BoundedQueue:
                     while len(self._q) >= self.maxsize:
                         self._cv.wait(0.1)
             self._q.append(item)
-            self.put_count += 1
             # the high-water mark of work: a forced marker past a full queue is not more of it
             depth = min(len(self._q), self.maxsize)
             if depth > self.max_depth:

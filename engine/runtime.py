@@ -360,7 +360,7 @@ class Engine:
         src = self._feed_source()
         if not self._started:
             raise EngineError("feed() before start(): start the engine first")
-        if getattr(src, "_ended", False):
+        if src.ended:
             raise EngineError("feed() after end_feed(): the stream has ended")
         if self._done.is_set() or self._stop.is_set():
             raise EngineError("feed() after the engine stopped: the audio would be lost")
@@ -924,9 +924,9 @@ def process(graph: str | Path | GraphSpec, audio: Any, rate: int | None = None,
     if eng.error is not None:
         raise eng.error
     for st in sinks:
-        if st.node.dropped_frames:  # type: ignore[attr-defined]
+        if st.node.frames_over_max_s:  # type: ignore[attr-defined]
             log.warning("process(): %s kept only its first %g s (max_s); %d frames dropped",
-                        st.id, st.node.params.max_s, st.node.dropped_frames)  # type: ignore
+                        st.id, st.node.params.max_s, st.node.frames_over_max_s)  # type: ignore
     return {st.id: st.node.audio for st in sinks}  # type: ignore[attr-defined]
 
 
@@ -977,25 +977,26 @@ def _substitute_sources(spec: GraphSpec, input: str | Path | None, device, outpu
                                               **(raw or {})}, n.id)
                 n = replace(n, type=cls.type_name, cls=cls, params=params)
             else:
-                kw = {}
-                if device is not None:
-                    kw["device"] = str(device)
-                if backend is not None:
-                    kw["backend"] = backend
-                elif spec.settings.backend != "sounddevice" and p.backend == "sounddevice":
-                    kw["backend"] = spec.settings.backend
-                if kw:
-                    n = replace(n, params=replace(p, **kw))
+                n = _device_overrides(n, device, backend, spec.settings.backend)
         elif n.type == "sink.speaker":
-            kw = {}
-            if output_device is not None:
-                kw["device"] = str(output_device)
-            if backend is not None:
-                kw["backend"] = backend
-            if kw:
-                n = replace(n, params=replace(n.params, **kw))
+            n = _device_overrides(n, output_device, backend, spec.settings.backend)
         nodes.append(n)
     return replace(spec, nodes=tuple(nodes))
+
+
+def _device_overrides(n: NodeDecl, device, backend: str | None, graph_backend: str) -> NodeDecl:
+    """A microphone's or speaker's device and backend from the caller (``--device``,
+    ``--backend``), else the backend from the graph's ``[engine]`` table where the node keeps
+    the default."""
+    p = n.params
+    kw: dict[str, Any] = {}
+    if device is not None:
+        kw["device"] = str(device)
+    if backend is not None:
+        kw["backend"] = backend
+    elif graph_backend != "sounddevice" and p.backend == "sounddevice":
+        kw["backend"] = graph_backend
+    return replace(n, params=replace(p, **kw)) if kw else n
 
 
 def build_or_raise(cls: type[Node], raw: dict[str, Any], nid: str) -> Any:

@@ -369,6 +369,24 @@ def test_file_source_loops_and_resets_to_start_s(tmp_path, sample_rate):
     assert abs(y[period // 4] - (0.4 + 0.25 * 0.6)) < 2e-3
 
 
+def test_graph_backend_applies_to_speakers_too():
+    """[engine] backend = "pyaudio" reaches the speaker as well as the microphone (only the
+    microphone got it); --backend overrides both, --device only the microphone."""
+    from engine.runtime import _substitute_sources
+
+    spec = parse_graph('[engine]\nbackend="pyaudio"\n[[nodes]]\nid="mic"\n'
+                       'type="source.microphone"\n[[nodes]]\nid="spk"\ntype="sink.speaker"\n'
+                       'in={audio="mic.audio"}\n')
+
+    def got(**kw):
+        out = _substitute_sources(spec, None, kw.get("device"), None, kw.get("backend"), False)
+        return {n.id: (n.params.backend, n.params.device) for n in out.nodes}
+
+    assert got() == {"mic": ("pyaudio", "default"), "spk": ("pyaudio", "default")}
+    assert got(backend="sounddevice", device="USB") == {"mic": ("sounddevice", "USB"),
+                                                         "spk": ("sounddevice", "default")}
+
+
 def test_input_file_gets_the_microphones_declared_rate():
     """--input FILE in place of a 16 kHz microphone that feeds a VAD directly: the 44.1 kHz
     file is resampled to 16 kHz (it was refused: 'vad.audio needs 16000 Hz'), and the VAD

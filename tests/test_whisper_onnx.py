@@ -19,6 +19,7 @@ import pytest
 
 from engine.dsp.whisper_mel import (
     StreamingLogMel,
+    fft_numba,
     log_mel_spectrogram,
     mel_filters,
     normalize_log_mel,
@@ -99,6 +100,15 @@ def test_mel_matches_faster_whisper(speech):
     np.testing.assert_allclose(mel_filters(128), fe128.mel_filters, atol=1e-7)
     audio = speech[0][2]
     assert np.abs(log_mel_spectrogram(audio, 128) - fe128(audio)).max() < 1e-4
+
+
+@pytest.mark.parametrize("n", [400, 512, 360, 30, 7, 1])
+def test_fft_kernel_matches_numpy(n):
+    """The mixed-radix Numba FFT under the log-mel (Whisper's 400-point frames) against
+    numpy.fft, real and complex input."""
+    rng = np.random.default_rng(n)
+    for x in (rng.standard_normal(n), rng.standard_normal(n) + 1j * rng.standard_normal(n)):
+        np.testing.assert_allclose(fft_numba(x), np.fft.fft(x), atol=1e-9 * max(n, 1))
 
 
 @pytest.mark.parametrize("n", [1, 150, 200, 201, 359, 360, 1000, 16037])

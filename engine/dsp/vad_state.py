@@ -135,11 +135,6 @@ class VadStateMachine:
         self.boundaries.clear()
         self._hist[:] = 1.0
 
-    @property
-    def in_speech(self) -> bool:
-        """True while a confirmed segment is open."""
-        return self.state == ACTIVE
-
     def frontier(self, input_end: int) -> int:
         """First sample whose speech/non-speech fate is still undecided (the audio gate may
         release everything before it). ``input_end`` is one past the last sample received."""

@@ -34,7 +34,6 @@ import numpy as np
 SAMPLE_RATE = 16000
 N_FFT = 400
 HOP = 160
-N_BINS = N_FFT // 2 + 1
 PAD_END = 160  # zeros faster-whisper appends before the STFT
 LOG_FLOOR = 1e-10
 
@@ -176,7 +175,7 @@ def _frames_raw_log_mel(padded, first, count, window, filters, band_lo, band_hi,
     yi = np.empty(n_fft)
     power = np.empty(n_bins, dtype=np.float32)
     for i in range(count):
-        start = (first + i) * 160
+        start = (first + i) * HOP
         for t in range(n_fft):
             # float32 product as in faster-whisper (frame * window in float32)
             xr[t] = np.float32(padded[start + t] * window[t])
@@ -192,8 +191,8 @@ def _frames_raw_log_mel(padded, first, count, window, filters, band_lo, band_hi,
             for b in range(band_lo[m], band_hi[m]):
                 acc += filters[m, b] * power[b]
             v = np.float32(acc)
-            if v < 1e-10:
-                v = np.float32(1e-10)
+            if v < LOG_FLOOR:
+                v = np.float32(LOG_FLOOR)
             out[m, i] = np.float32(math.log10(v))
 
 
@@ -318,10 +317,6 @@ class StreamingLogMel:
     def frames_emitted(self) -> int:
         """Frames returned so far for the current utterance."""
         return self._next_frame
-
-    @property
-    def samples_seen(self) -> int:
-        return self._n_samples
 
     def _compute(self, padded: np.ndarray, padded_start: int, first: int, count: int
                  ) -> np.ndarray:

@@ -232,14 +232,6 @@ class YamnetFeatures:
                 pass
         self.reset()
 
-    @property
-    def frames_done(self) -> int:
-        return int(self._state[1])
-
-    def patch_start(self, index: int) -> int:
-        """Sample index of the first sample of patch ``index``."""
-        return index * self.hop_samples
-
     def push(self, x: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         if x.ndim == 2:
             x = x[:, 0]

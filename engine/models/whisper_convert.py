@@ -50,7 +50,6 @@ from .manifest import load_manifest, models_dir, sha256_file, verify_file
 from .whisper_ct2 import dequantize, read_ct2_whisper
 
 ONNX_OPSET = 17
-MAX_SOURCE_POSITIONS = 1500
 MAX_MEL_FRAMES = 3000
 COPIED_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 MODEL_FILES = ("encoder.onnx", "decoder.onnx", "whisper.json")

@@ -16,7 +16,7 @@ class DeviceStream:
 
     :meth:`_reopen_in_background` serves both directions when a device is lost (unplugged,
     suspended, sound server restarted): a daemon thread closes the dead stream and opens a new
-    one every ``retry_s`` until audio flows again. It never runs on the DSP thread or in a
+    one every ``RETRY_S`` until audio flows again. It never runs on the DSP thread or in a
     callback; the node keeps its clock (and the graph) running meanwhile.
     """
 
@@ -57,7 +57,7 @@ class DeviceStream:
         self._earlier = earlier
 
     def _reopen_in_background(self, open_stream: Callable[[], Any],
-                              still_lost: Callable[[], bool], retry_s: float) -> None:
+                              still_lost: Callable[[], bool]) -> None:
         """Reopen the device on a daemon thread until ``still_lost()`` turns false (the node
         sees audio flow again) or the node stops. One such thread at a time."""
         if self._reopening:
@@ -85,7 +85,7 @@ class DeviceStream:
                     except DeviceError:
                         pass
                     if still_lost():
-                        time.sleep(min(retry_s, self.RETRY_S))
+                        time.sleep(self.RETRY_S)
             finally:
                 self._reopening = False
 

@@ -44,7 +44,7 @@ class ArraySink(Node):
         self.rate = 0
         self.channels = 1
         self.frames = 0
-        self.dropped_frames = 0
+        self.frames_over_max_s = 0  # arrived after max_s was full: not kept
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         return {}
@@ -55,7 +55,7 @@ class ArraySink(Node):
         self._skip = int(round(s.latency_s * s.sample_rate)) if self.params.align else 0
         self._limit = int(self.params.max_s * s.sample_rate)
         self._blocks.clear()
-        self.frames = self.dropped_frames = 0
+        self.frames = self.frames_over_max_s = 0
 
     def process(self, io: NodeIO) -> None:
         x = io.audio("audio")
@@ -65,7 +65,7 @@ class ArraySink(Node):
             x = x[k:]
         room = self._limit - self.frames
         if len(x) > room:
-            self.dropped_frames += len(x) - max(room, 0)
+            self.frames_over_max_s += len(x) - max(room, 0)
             x = x[: max(room, 0)]
         if len(x):
             self._blocks.append(x.copy())
@@ -80,4 +80,4 @@ class ArraySink(Node):
         return np.concatenate(blocks)
 
     def stats(self) -> dict:
-        return {"frames": self.frames, "dropped_frames": self.dropped_frames}
+        return {"frames": self.frames, "frames_over_max_s": self.frames_over_max_s}

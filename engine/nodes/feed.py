@@ -103,7 +103,7 @@ class FeedSource(LiveSource):
 
     def __init__(self, node_id: str, params: Params):
         super().__init__(node_id, params)
-        self._ended = False
+        self.ended = False  #: end() was called: no more audio will come
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         return {"audio": self._spec(self.params.sample_rate, self.params.channels)}
@@ -116,7 +116,7 @@ class FeedSource(LiveSource):
         if x.shape[1] != self.params.channels:
             raise ValueError(f"feed() got {x.shape[1]} channels, the graph expects "
                              f"{self.params.channels}")
-        if self._ended:
+        if self.ended:
             raise EngineError("feed() after end_feed(): the stream has ended")
         ring = self.ring
         if ring is None:
@@ -133,10 +133,10 @@ class FeedSource(LiveSource):
         return done
 
     def end(self) -> None:
-        self._ended = True
+        self.ended = True
 
     def wait_more(self) -> bool:
-        if self._ended:
+        if self.ended:
             return False
         time.sleep(0.001)
         fill = self.params.idle_fill_s
@@ -149,6 +149,6 @@ class FeedSource(LiveSource):
         assert self.ring is not None
         # the last frames of an ended feed end the stream: no silence after them (a short
         # block is otherwise a live feed's idle gap, which LiveSource fills)
-        if self._ended and self.ring.available <= min(io.frames, len(io.out("audio"))):
+        if self.ended and self.ring.available <= min(io.frames, len(io.out("audio"))):
             self.finished = True
         super().process(io)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
 from ..errors import ParamError
-from ..node import AUDIO, AudioSpec, Node, NodeIO, param, register
+from ..node import AUDIO, AudioSpec, Node, NodeIO, param, range_violation, register
 
 
 @register
@@ -64,10 +64,11 @@ class Gain(Node):
     def check_control(self, values: dict[str, Any]) -> None:
         unknown = [k for k in values if k != "db"]
         db = values.get("db")
+        meta = next(f for f in fields(self.Params) if f.name == "db").metadata
         if unknown or not isinstance(db, (int, float)) or isinstance(db, bool) \
-                or not -120 <= db <= 60:
-            raise ParamError(f"{self.id}: controls take db = a number in -120..60, got "
-                             f"{values!r}")
+                or range_violation(db, meta):
+            raise ParamError(f"{self.id}: controls take db = a number in {meta['ge']:g}.."
+                             f"{meta['le']:g}, got {values!r}")
 
     def control(self, values: dict[str, Any]) -> None:
         self.check_control(values)

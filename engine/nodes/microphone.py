@@ -42,7 +42,8 @@ class Microphone(DeviceStream, LiveSource):
         sample_rate: int = param(48000, gt=0, le=384000, doc="capture rate in Hz")
         channels: int = param(1, gt=0, le=64, doc="channels to capture")
         block: int = param(480, ge=0, le=16384, doc="frames per callback (0: PortAudio picks)")
-        latency: str = param("low", choices=("low", "high"), doc="PortAudio latency hint")
+        latency: str = param("low", choices=("low", "high"),
+                             doc="PortAudio latency hint (sounddevice backend)")
         backend: str = param("sounddevice", choices=("sounddevice", "pyaudio"),
                              doc="audio backend")
         stall_timeout_s: float = param(5.0, gt=0, doc="no audio for this long: the device is "
@@ -93,8 +94,7 @@ class Microphone(DeviceStream, LiveSource):
         return True
 
     def _begin_reopen(self) -> None:
-        self._reopen_in_background(self._open, lambda: self._stalled and not self.finished,
-                                   self.params.stall_timeout_s)
+        self._reopen_in_background(self._open, lambda: self._stalled and not self.finished)
 
     def process(self, io: NodeIO) -> None:
         start = self.zero_filled

@@ -75,7 +75,7 @@ from ..dsp.yamnet_features import HOP, PATCH_SAMPLES, SAMPLE_RATE, YamnetFeature
 from ..errors import EngineError, ModelError, NegotiationError
 from ..events import Event, NodeError, SoundEventStarted, SoundEventStopped, SoundScores
 from ..models.manifest import model_file, model_folder
-from ..models.yamnet import YamnetModel, load_class_map
+from ..models.yamnet import NUM_CLASSES, PATCH_SHAPE, YamnetModel, load_class_map
 from ..node import (
     AUDIO,
     EVENTS,
@@ -303,7 +303,8 @@ class SoundEvents(Node):
                                      doc="least level rise (dB, in the sound's own mel bands) "
                                          "that counts as its onset")
         emit_scores: bool = param(False, doc="emit SoundScores on the scores port per patch")
-        scores_top_k: int = param(5, ge=0, le=521, doc="classes listed in each SoundScores")
+        scores_top_k: int = param(5, ge=0, le=NUM_CLASSES,
+                                  doc="classes listed in each SoundScores")
         evidence_dir: str = param("", doc="folder for a WAV clip (+ JSON) per event; '' = off")
         pre_roll_s: float = param(2.0, ge=0.0, le=60.0, doc="audio kept before an event's start")
         max_clip_s: float = param(30.0, gt=0.0, le=600.0, doc="longest evidence clip")
@@ -417,11 +418,11 @@ class SoundEvents(Node):
         self.close()  # a second prepare must not leak the background threads of the first
         mp, cm = _resolve_model(p)
         self._model = YamnetModel(mp, cm, threads=p.threads)
-        hop_frames = max(1, int(round(p.patch_hop_s * SAMPLE_RATE / HOP)))
+        hop_frames = _hop_frames(p)
         self._feats = YamnetFeatures(hop_frames)
         self._feats.warmup()
         self._decider = decider_for(p, self._model.class_names, hop_frames)
-        self._model.scores(np.zeros((96, 64), np.float32))  # warm the session
+        self._model.scores(np.zeros(PATCH_SHAPE, np.float32))  # warm the session
         if p.evidence_dir:
             # pre-roll + longest clip + how far a start can lie behind the audio that decides it
             # (look-back, onset search, minimum duration, a patch and the smoothing window)
@@ -635,10 +636,8 @@ class SoundEvents(Node):
                     leftover.unlink(missing_ok=True)
                 except OSError:
                     pass
-            msg = (f"evidence clip {name} not saved in {folder}: "
-                   f"{getattr(e, 'strerror', None) or e}")
-            log.info("%s: %s", self.id, msg)  # reported as engine.node_error
-            self._errors.append(msg)
+            self._report(f"evidence clip {name} not saved in {folder}: "
+                         f"{getattr(e, 'strerror', None) or e}")
             return
         self._prune(folder, path)
 
@@ -704,9 +703,8 @@ class SoundEvents(Node):
             except Exception as e:  # noqa: BLE001 - whatever it is, the post is counted failed
                 last = f"{type(e).__name__}: {e}"
         self._inc("webhook_failed")
-        msg = f"webhook POST to {p.webhook_url} failed after {attempt + 1} attempt(s): {last}"
-        log.info("%s: %s", self.id, msg)  # reported as engine.node_error
-        self._errors.append(msg)
+        self._report(f"webhook POST to {p.webhook_url} failed after {attempt + 1} attempt(s): "
+                     f"{last}")
 
     # ------------------------------------------------------------------ errors, stats, close
     def _inc(self, key: str, n: int = 1) -> int:
@@ -759,6 +757,11 @@ class SoundEvents(Node):
                 b.close(wait)
         self._evidence = self._webhook = None
         self._model = None
+
+
+def _hop_frames(params: Any) -> int:
+    """``patch_hop_s`` in 10 ms feature frames (at least one)."""
+    return max(1, int(round(params.patch_hop_s * SAMPLE_RATE / HOP)))
 
 
 def _size(f: Path) -> int:
@@ -826,7 +829,7 @@ def offline_decisions(model: YamnetModel, waveform: np.ndarray, params: Any
     with samples counted from the clip's first sample."""
     from ..dsp.yamnet_features import reference_patches
 
-    hop_frames = max(1, int(round(params.patch_hop_s * SAMPLE_RATE / HOP)))
+    hop_frames = _hop_frames(params)
     patches = reference_patches(waveform, hop_frames).astype(np.float32)
     scores = model.scores_for_patches(patches)
     dec = decider_for(params, model.class_names, hop_frames)

@@ -34,8 +34,10 @@ class Speaker(DeviceStream, Node):
     class Params:
         device: str = param("default", doc="output device name (substring), index or default")
         block: int = param(0, ge=0, le=16384, doc="frames per callback (0: PortAudio picks)")
-        latency: str = param("low", choices=("low", "high"))
-        backend: str = param("sounddevice", choices=("sounddevice", "pyaudio"))
+        latency: str = param("low", choices=("low", "high"),
+                             doc="PortAudio latency hint (sounddevice backend)")
+        backend: str = param("sounddevice", choices=("sounddevice", "pyaudio"),
+                             doc="audio backend")
         prime_ms: float = param(40.0, ge=0, le=2000, doc="audio buffered before playback")
         ring_s: float = param(2.0, gt=0, le=60, doc="output ring length in seconds")
         stall_timeout_s: float = param(5.0, gt=0, doc="no callback for this long: the device "
@@ -134,8 +136,7 @@ class Speaker(DeviceStream, Node):
             self._stall_dropped = self.dropped + self.discarded
             io.emit("status", StreamStatus(at, self._rate, self.id, kind="stall"))
             self._reopen_in_background(self._reopen,
-                                       lambda: self._stalled and not self._stopping,
-                                       self.params.stall_timeout_s)
+                                       lambda: self._stalled and not self._stopping)
 
     def _progress(self) -> bool:
         """True when the current stream has called back since the last look."""
