@@ -35,11 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DeviceError, EngineError
+from .pcm import MAX_CHANNELS, MAX_RATE, MIN_RATE, RAW_FORMATS, SF_SUBTYPES, PcmFormat
 
 SAMPLE = Path(__file__).parent / "data" / "samples" / "jfk.flac"
-#: --raw-format -> source.file's raw_subtype (the pipe reader takes the same names)
-RAW_SUBTYPES = {"u8": "PCM_U8", "s16le": "PCM_16", "s24le": "PCM_24", "s32le": "PCM_32",
-                "f32le": "FLOAT"}
 RAW_DEFAULTS = {"raw_rate": 16000, "raw_channels": 1, "raw_format": "s16le"}
 NODE_ERRORS_EXIT = 3  # `run` reached the end, but a node raised on the way
 
@@ -100,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="headerless PCM (.raw file or a pipe): sample rate (default 16000)")
     r.add_argument("--raw-channels", type=int, metavar="N",
                    help="headerless PCM: channels, interleaved (default 1)")
-    r.add_argument("--raw-format", choices=tuple(RAW_SUBTYPES),
+    r.add_argument("--raw-format", choices=tuple(RAW_FORMATS),
                    help="headerless PCM: sample format (default s16le)")
     r.add_argument("--fast", action="store_true",
                    help="with --input: run as fast as possible instead of in real time")
@@ -251,8 +249,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for k, v in RAW_DEFAULTS.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    if not 1000 <= args.raw_rate <= 768000 or not 1 <= args.raw_channels <= 64:
-        raise EngineError(f"--raw-rate must be 1000..768000 Hz and --raw-channels 1..64, got "
+    if not MIN_RATE <= args.raw_rate <= MAX_RATE or not 1 <= args.raw_channels <= MAX_CHANNELS:
+        raise EngineError(f"--raw-rate must be {MIN_RATE}..{MAX_RATE} Hz and --raw-channels "
+                          f"1..{MAX_CHANNELS}, got "
                           f"{args.raw_rate} Hz, {args.raw_channels} channels")
     pipe = inp == "-"
     if pipe:
@@ -277,7 +276,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                  # a remote microphone: when its client pauses or leaves, time goes on in silence
                  feed_idle_s=0.5 if args.ingest else 0.0,
                  raw={"raw_sample_rate": args.raw_rate, "raw_channels": args.raw_channels,
-                      "raw_subtype": RAW_SUBTYPES[args.raw_format]})
+                      "raw_subtype": SF_SUBTYPES[args.raw_format]})
     if not args.quiet:
         _announce_monitors(eng.spec)
     eng.on("engine.xrun", _device_notice)
@@ -300,7 +299,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         eng.start()
         if pipe:
-            from .pipe_input import FdStream, PcmFormat, PipeReader
+            from .pipe_input import FdStream, PipeReader
 
             reader = PipeReader(eng, FdStream(sys.stdin.fileno()), PcmFormat(
                 args.raw_rate, args.raw_channels, args.raw_format), realtime=realtime).start()

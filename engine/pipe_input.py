@@ -22,46 +22,14 @@ import os
 import struct
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import numpy as np
-
 from .errors import AudioFileError, EngineError
+from .pcm import PcmFormat
 
-#: --raw-format choices: bytes per sample
-RAW_FORMATS = {"u8": 1, "s16le": 2, "s24le": 3, "s32le": 4, "f32le": 4}
 _WAV_TAGS = {1: "PCM", 3: "float", 6: "A-law", 7: "\u00b5-law", 0xFFFE: "extensible"}
 #: a WAV data size at or above this (or 0) is a live writer's "unknown" (arecord, sox: ~2 GiB)
 _UNKNOWN_SIZE = 0x7FFF0000
-
-
-@dataclass(frozen=True)
-class PcmFormat:
-    rate: int
-    channels: int
-    format: str  # a RAW_FORMATS key
-
-    @property
-    def frame_bytes(self) -> int:
-        return RAW_FORMATS[self.format] * self.channels
-
-    def decode(self, b: bytes) -> np.ndarray:
-        """Whole frames of ``b`` as float32 (frames x channels), full scale 1.0."""
-        fmt = self.format
-        if fmt == "u8":  # 8-bit WAV / arecord's default: unsigned, 128 = silence
-            x = (np.frombuffer(b, np.uint8).astype(np.float32) - 128.0) / 128.0
-        elif fmt == "s16le":
-            x = np.frombuffer(b, "<i2").astype(np.float32) / 32768.0
-        elif fmt == "s32le":
-            x = (np.frombuffer(b, "<i4") / 2147483648.0).astype(np.float32)
-        elif fmt == "f32le":
-            x = np.frombuffer(b, "<f4").astype(np.float32)
-        else:  # s24le: three bytes, sign-extended through the top byte of an int32
-            u = np.frombuffer(b, np.uint8).reshape(-1, 3).astype(np.int32)
-            v = (u[:, 0] << 8) | (u[:, 1] << 16) | (u[:, 2] << 24)
-            x = (v >> 8).astype(np.float32) / 8388608.0
-        return x.reshape(-1, self.channels)
 
 
 class FdStream:

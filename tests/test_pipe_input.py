@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.pipe_input import PcmFormat
+from engine.pcm import PcmFormat
 
 from .conftest import REPO, shared
 

@@ -266,7 +266,7 @@ def test_abuse_leaves_engine_and_server_running(fed):
             assert ws.closed and ws.close_code in (1003, 1006), ws.close_code
             # /ingest: binary first, bad header, partial frame, text after header, oversize
             for first, second in [(b"\x00" * 4, None), ("{not json", None),
-                                  ('{"rate": 16000, "format": "u8"}', None),
+                                  ('{"rate": 16000, "format": "mp3"}', None),
                                   ('{"rate": 16000, "format": "s16le"}', b"\x00\x00\x00"),
                                   ('{"rate": 16000, "format": "s16le"}', "hello"),
                                   ('{"rate": 16000, "format": "f32le"}', b"\x00" * (2 << 20))]:

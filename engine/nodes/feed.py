@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import EngineError
 from ..node import AUDIO, AudioSpec, NodeIO, param, register
+from ..pcm import MAX_RATE, MIN_RATE
 from ._live import LiveSource
 
 
@@ -37,8 +38,8 @@ class FeedAdapter:
             raise EngineError(f"rate must be a whole number of Hz, got {rate!r}")
         rate = self.out_rate if rate is None else int(rate)
         if self.rate is None:
-            if not 1000 <= rate <= 768000:
-                raise EngineError(f"rate must be 1000..768000 Hz, got {rate}")
+            if not MIN_RATE <= rate <= MAX_RATE:
+                raise EngineError(f"rate must be {MIN_RATE}..{MAX_RATE} Hz, got {rate}")
             self.rate = rate
             if rate != self.out_rate:
                 from ..dsp.resample import StreamingResampler

@@ -11,6 +11,7 @@ import soundfile as sf
 from ..audio_io import open_audio
 from ..errors import AudioFileError
 from ..node import AUDIO, AudioSpec, Node, NodeIO, param, register
+from ..pcm import MAX_RATE, SF_SUBTYPES
 
 
 @register
@@ -37,12 +38,11 @@ class FileSource(Node):
         channels: int = param(0, ge=0, le=64, doc="output channels: 0 = as in the file; 1 = "
                                                   "average to mono; n = first n (or repeat)")
         start_s: float = param(0.0, ge=0, doc="start this many seconds into the file")
-        sample_rate: int = param(0, ge=0, le=768000, doc="output rate in Hz: 0 = the file's "
+        sample_rate: int = param(0, ge=0, le=MAX_RATE, doc="output rate in Hz: 0 = the file's "
                                                          "own; another rate is resampled")
         raw_sample_rate: int = param(16000, gt=0, doc="sample rate of a .raw file")
         raw_channels: int = param(1, gt=0, le=64, doc="channels of a .raw file")
-        raw_subtype: str = param("PCM_16", choices=("PCM_U8", "PCM_16", "PCM_24", "PCM_32",
-                                                    "FLOAT"),
+        raw_subtype: str = param("PCM_16", choices=tuple(SF_SUBTYPES.values()),
                                  doc="sample format of a .raw file")
 
     quantum_s = 0.01

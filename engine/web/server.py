@@ -46,6 +46,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ..errors import EngineError
 from ..events import Event
 from ..nodes.feed import FeedAdapter
+from ..pcm import MAX_CHANNELS, MAX_RATE, MIN_RATE, RAW_FORMATS, PcmFormat
 
 STATIC = Path(__file__).resolve().parent / "static"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -57,7 +58,6 @@ MAX_MSG = 1 << 20
 MAX_CLIENTS = 32
 CLIENT_QUEUE = 256
 LEVEL_PERIOD_S = 0.1
-FORMATS = {"s16le": ("<i2", 1.0 / 32768.0), "f32le": ("<f4", 1.0)}
 
 
 def parse_hostport(text: str, default_host: str = "127.0.0.1",
@@ -397,16 +397,17 @@ class WebServer:
             rate = int(hdr.get("rate", 0))
             fmt = str(hdr.get("format", "s16le"))
             ch = int(hdr.get("channels", 1))
-            if not 4000 <= rate <= 384000 or fmt not in FORMATS or not 1 <= ch <= 64:
+            if not MIN_RATE <= rate <= MAX_RATE or fmt not in RAW_FORMATS \
+                    or not 1 <= ch <= MAX_CHANNELS:
                 raise ValueError
             if ch != out_ch and out_ch != 1:
                 raise ValueError
         except (ValueError, TypeError, AttributeError):
-            await self._bad(ws, "bad header: need {\"rate\": 4000..384000, \"format\": "
-                                "\"s16le\"|\"f32le\", \"channels\": n}")
+            await self._bad(ws, f"bad header: need {{\"rate\": {MIN_RATE}..{MAX_RATE}, "
+                                f"\"format\": {'|'.join(RAW_FORMATS)}, \"channels\": n}}")
             return
-        dtype, scale = FORMATS[fmt]
-        width = np.dtype(dtype).itemsize * ch
+        pcm = PcmFormat(rate, ch, fmt)
+        width = pcm.frame_bytes
         adapter = FeedAdapter(out_rate, out_ch)
         await ws.send_str(json.dumps({"type": "ingest.ready", "rate": out_rate,
                                       "channels": out_ch}))
@@ -417,9 +418,7 @@ class WebServer:
                     await self._bad(ws, f"binary frame of {len(data)} bytes is not a whole "
                                         f"number of {width}-byte frames")
                     return
-                x = np.frombuffer(data, dtype).reshape(-1, ch).astype(np.float32)
-                if scale != 1.0:
-                    x *= scale
+                x = pcm.decode(data)
                 if not np.all(np.isfinite(x)):
                     await self._bad(ws, "non-finite samples")
                     return
