@@ -1,4 +1,6 @@
-"""Single-producer / single-consumer ring buffer for audio frames.
+"""Ring buffers for audio: :class:`AudioRing` between threads, :class:`HistoryRing` within one.
+
+``AudioRing`` is a single-producer / single-consumer ring buffer for audio frames.
 
 The audio callback is one side, the DSP thread the other. Each side only moves its own index
 (``_w`` for the writer, ``_r`` for the reader); CPython's GIL makes each index update atomic, so
@@ -82,3 +84,43 @@ class AudioRing:
     def clear(self) -> None:
         """Reader side: discard everything buffered."""
         self._r = self._w
+
+
+class HistoryRing:
+    """The last ``capacity`` samples of a mono stream, addressed by absolute sample index
+    (one thread: a node keeping audio it may need again, e.g. a VAD's pre-roll or a sound
+    monitor's evidence clips). ``write`` and ``read_into`` copy at most two slices each and
+    never allocate."""
+
+    def __init__(self, capacity: int):
+        self.buf = np.zeros(max(int(capacity), 1), np.float32)
+
+    def write(self, x: np.ndarray, at: int) -> None:
+        """Store ``x`` (1-D), whose first sample is stream sample ``at``; only the last
+        ``capacity`` samples of a longer ``x`` are kept."""
+        cap = len(self.buf)
+        n = len(x)
+        if n > cap:
+            x, at, n = x[n - cap:], at + n - cap, cap
+        i = at % cap
+        first = min(n, cap - i)
+        self.buf[i:i + first] = x[:first]
+        if first < n:
+            self.buf[:n - first] = x[first:n]
+
+    def read_into(self, out: np.ndarray, a: int, b: int) -> int:
+        """Copy stream samples ``[a, b)`` into ``out[:b - a]`` (1-D); returns ``b - a``. The
+        caller keeps ``[a, b)`` within the last ``capacity`` samples written."""
+        n = b - a
+        if n <= 0:
+            return 0
+        cap = len(self.buf)
+        i = a % cap
+        first = min(n, cap - i)
+        out[:first] = self.buf[i:i + first]
+        if first < n:
+            out[first:n] = self.buf[:n - first]
+        return n
+
+    def clear(self) -> None:
+        self.buf[:] = 0.0

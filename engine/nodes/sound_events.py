@@ -88,6 +88,7 @@ from ..node import (
     require_mono,
     require_rate,
 )
+from ..ring import HistoryRing
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +393,7 @@ class SoundEvents(Node):
         self._count_lock = threading.Lock()
         self._evidence: _Background | None = None
         self._webhook: _Background | None = None
-        self._ring: np.ndarray | None = None
+        self._ring: HistoryRing | None = None
         self._clips: dict[str, dict[str, Any]] = {}
         self._counts = dict(patches=0, events=0, clips_written=0, clips_failed=0,
                             clips_dropped=0, clips_pruned=0, webhook_posted=0, webhook_failed=0,
@@ -430,7 +431,7 @@ class SoundEvents(Node):
             extra_s = (p.pre_roll_s + p.max_clip_s + p.lookback_s + p.onset_search_s
                        + p.min_duration_s + 1.0)
             cap = int(extra_s * SAMPLE_RATE) + delay
-            self._ring = np.zeros(cap, np.float32)
+            self._ring = HistoryRing(cap)
             try:
                 Path(p.evidence_dir).expanduser().mkdir(parents=True, exist_ok=True)
             except OSError as e:
@@ -452,7 +453,7 @@ class SoundEvents(Node):
         self._last_patch = -1
         self._clips = {}
         if self._ring is not None:
-            self._ring[:] = 0.0
+            self._ring.clear()
 
     # ------------------------------------------------------------------ processing
     def process(self, io: NodeIO) -> None:
@@ -472,7 +473,7 @@ class SoundEvents(Node):
             return
         mono = x[:, 0] if x.ndim == 2 else x
         if self._ring is not None:
-            self._ring_write(mono)
+            self._ring.write(mono, self._pos)
         self._pos += n
         assert self._feats is not None
         for p, patch in self._feats.push(mono):
@@ -558,32 +559,13 @@ class SoundEvents(Node):
         return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
 
     # ------------------------------------------------------------------ evidence
-    def _ring_write(self, x: np.ndarray) -> None:
-        ring = self._ring
-        assert ring is not None
-        cap = len(ring)
-        start = self._pos  # stream index of x[0]
-        if len(x) > cap:
-            start += len(x) - cap
-            x = x[-cap:]
-        i = start % cap
-        n1 = min(len(x), cap - i)
-        ring[i:i + n1] = x[:n1]
-        if n1 < len(x):
-            ring[: len(x) - n1] = x[n1:]
-
     def _ring_read(self, a: int, b: int) -> np.ndarray:
+        """Stream samples ``[a, b)`` still in the ring (a new array, once per clip)."""
         ring = self._ring
         assert ring is not None
-        cap = len(ring)
-        a = max(a, self._pos - cap, 0)
+        a = max(a, self._pos - len(ring.buf), 0)
         out = np.empty(max(0, b - a), np.float32)
-        if len(out) == 0:
-            return out
-        i = a % cap
-        n1 = min(len(out), cap - i)
-        out[:n1] = ring[i:i + n1]
-        out[n1:] = ring[: len(out) - n1]
+        ring.read_into(out, a, b)
         return out
 
     def _clip_progress(self, final: bool = False) -> None:

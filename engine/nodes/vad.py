@@ -63,6 +63,7 @@ from ..node import (
     require_mono,
     require_rate,
 )
+from ..ring import HistoryRing
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class _GatedVad(Node):
         self.capacity = 0
         self._sm: VadStateMachine | None = None
         self._fw: FixedWindows | None = None
-        self._ring = np.zeros(0, np.float32)
+        self._ring = HistoryRing(0)
         self._queue: list[Boundary] = []
         self._base: int | None = None  # absolute index of local frame 0 (windows count from it)
         self._end = 0  # absolute index one past the last frame received
@@ -166,7 +167,7 @@ class _GatedVad(Node):
         self.window, self.context = self._geometry(self.rate)
         self._sm = self._machine(self.rate, self.window)
         self.capacity = self.negotiate({"audio": spec})["speech"].max_block
-        self._ring = np.zeros(self.capacity, np.float32)
+        self._ring = HistoryRing(self.capacity)
         self._fw = FixedWindows(self.window, 1, context=self.context)
         self.latency_samples = self.window
         self._load(self.rate)
@@ -206,7 +207,7 @@ class _GatedVad(Node):
         if n == 0:
             io.produced("speech", 0)
             return
-        self._write(x)
+        self._ring.write(x[:, 0], self._end)
         self._end += n
         for win in self._fw.push(x):  # type: ignore[union-attr]
             self._window(io, win[:, 0], self._base + self._fw.index)  # type: ignore
@@ -264,34 +265,9 @@ class _GatedVad(Node):
         self._start_clock(start)
 
     # -- the speech port
-    def _write(self, x: np.ndarray) -> None:
-        ring = self._ring
-        cap = len(ring)
-        n = len(x)
-        if n > cap:
-            x = x[n - cap:]
-            pos = self._end + n - cap
-            n = cap
-        else:
-            pos = self._end
-        i = pos % cap
-        first = min(n, cap - i)
-        ring[i:i + first] = x[:first, 0]
-        if first < n:
-            ring[:n - first] = x[first:n, 0]
-
     def _copy(self, out: np.ndarray, o: int, a: int, b: int) -> int:
         """Append ring samples ``[a, b)`` (absolute) to ``out`` at ``o``; return the new ``o``."""
-        if b <= a:
-            return o
-        ring = self._ring
-        cap = len(ring)
-        n = b - a
-        i = a % cap
-        first = min(n, cap - i)
-        out[o:o + first, 0] = ring[i:i + first]
-        if first < n:
-            out[o + first:o + n, 0] = ring[:n - first]
+        n = self._ring.read_into(out[o:, 0], a, b)
         self._counts["speech_samples"] += n
         return o + n
 
