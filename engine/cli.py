@@ -215,7 +215,6 @@ def _has_input_device(backend: str) -> tuple[bool, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .audio_io import RAW_EXTENSIONS
     from .console import CONSOLE
     from .graph import load_graph
     from .runtime import Engine
@@ -223,53 +222,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     _load_plugins(args.plugin)
     spec = load_graph(args.graph, _overrides(args.set), origin="--set")
     stats_path = _check_writable(args.stats_json, "--stats-json") if args.stats_json else None
-    has_mic = any(n.type == "source.microphone" for n in spec.nodes)
-    inp = args.input
-    if (inp or args.ingest) and not has_mic:
-        flag = "--input" if inp else "--ingest"
-        raise EngineError(f"{flag} replaces the graph's source.microphone, and {args.graph} "
-                          "has none (its sources are fixed in the file)")
     realtime = not args.fast
-    if args.token and not args.serve:
-        raise EngineError("--token needs --serve: it guards the web server's requests")
-    if args.ingest:
-        if not args.serve:
-            raise EngineError("--ingest needs --serve: the audio comes from its /ingest socket")
-        if inp:
-            raise EngineError("--ingest and --input are exclusive: pick one source")
-        inp = "feed"
-    if args.fast and not inp and has_mic:
-        raise EngineError("--fast needs --input FILE: a microphone runs in real time")
-    given = [k for k in RAW_DEFAULTS if getattr(args, k) is not None]
-    if given and (not inp or inp != "-" and Path(inp).suffix.lower() not in RAW_EXTENSIONS):
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise EngineError(f"{flags}: for headerless PCM only (--input FILE.raw or --input -); "
-                          + (f"{inp} has a header that says its format" if inp else
-                             "there is no --input"))
-    for k, v in RAW_DEFAULTS.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    if not MIN_RATE <= args.raw_rate <= MAX_RATE or not 1 <= args.raw_channels <= MAX_CHANNELS:
-        raise EngineError(f"--raw-rate must be {MIN_RATE}..{MAX_RATE} Hz and --raw-channels "
-                          f"1..{MAX_CHANNELS}, got "
-                          f"{args.raw_rate} Hz, {args.raw_channels} channels")
-    pipe = inp == "-"
-    if pipe:
-        if args.loop:
-            raise EngineError("--loop needs a file: a pipe cannot be read twice")
-        if sys.stdin is None or sys.stdin.isatty():
-            raise EngineError("--input -: standard input is a terminal; pipe audio into it, "
-                              "e.g. arecord -f S16_LE -r 16000 | audio-engine run GRAPH "
-                              "--input -")
-        inp = "feed"
+    inp, pipe = _choose_input(args, spec)
     if args.fast:
         spec = _without_speakers(spec)
-    if has_mic and not inp and not args.no_fallback and args.device is None:
-        ok, why = _has_input_device(args.backend or spec.settings.backend)
-        if not ok:
-            print(f"{why}: streaming the bundled speech sample {SAMPLE.name} in real time "
-                  "instead (use --input FILE for another file)", file=sys.stderr, flush=True)
-            inp = str(SAMPLE)
     eng = Engine(spec, input=inp, realtime=realtime, device=args.device,
                  output_device=args.output_device, backend=args.backend, loop=args.loop,
                  max_seconds=args.duration,
@@ -345,6 +301,65 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return NODE_ERRORS_EXIT
     return 0
+
+
+def _choose_input(args: argparse.Namespace, spec: Any) -> tuple[str | None, bool]:
+    """What stands in for the graph's microphone: ``--input FILE``, ``"feed"`` (``--ingest``,
+    ``--input -``: then the second value is True for the pipe), the bundled sample when there
+    is no input device, or None (the microphone). Refuses flag combinations that cannot work."""
+    has_mic = any(n.type == "source.microphone" for n in spec.nodes)
+    inp = args.input
+    if (inp or args.ingest) and not has_mic:
+        flag = "--input" if inp else "--ingest"
+        raise EngineError(f"{flag} replaces the graph's source.microphone, and {args.graph} "
+                          "has none (its sources are fixed in the file)")
+    if args.token and not args.serve:
+        raise EngineError("--token needs --serve: it guards the web server's requests")
+    if args.ingest:
+        if not args.serve:
+            raise EngineError("--ingest needs --serve: the audio comes from its /ingest socket")
+        if inp:
+            raise EngineError("--ingest and --input are exclusive: pick one source")
+        inp = "feed"
+    if args.fast and not inp and has_mic:
+        raise EngineError("--fast needs --input FILE: a microphone runs in real time")
+    _check_raw_flags(args, inp)
+    pipe = inp == "-"
+    if pipe:
+        if args.loop:
+            raise EngineError("--loop needs a file: a pipe cannot be read twice")
+        if sys.stdin is None or sys.stdin.isatty():
+            raise EngineError("--input -: standard input is a terminal; pipe audio into it, "
+                              "e.g. arecord -f S16_LE -r 16000 | audio-engine run GRAPH "
+                              "--input -")
+        inp = "feed"
+    if has_mic and not inp and not args.no_fallback and args.device is None:
+        ok, why = _has_input_device(args.backend or spec.settings.backend)
+        if not ok:
+            print(f"{why}: streaming the bundled speech sample {SAMPLE.name} in real time "
+                  "instead (use --input FILE for another file)", file=sys.stderr, flush=True)
+            inp = str(SAMPLE)
+    return inp, pipe
+
+
+def _check_raw_flags(args: argparse.Namespace, inp: str | None) -> None:
+    """--raw-* describe headerless PCM only; fill in their defaults and check their range."""
+    from .audio_io import RAW_EXTENSIONS
+
+    given = [k for k in RAW_DEFAULTS if getattr(args, k) is not None]
+    if given and (not inp or inp != "-" and Path(inp).suffix.lower() not in RAW_EXTENSIONS):
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        why = ("there is no --input" if not inp else "/ingest clients send their format"
+               if inp == "feed" else f"{inp} has a header that says its format")
+        raise EngineError(f"{flags}: for headerless PCM only (--input FILE.raw or --input -); "
+                          + why)
+    for k, v in RAW_DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if not MIN_RATE <= args.raw_rate <= MAX_RATE or not 1 <= args.raw_channels <= MAX_CHANNELS:
+        raise EngineError(f"--raw-rate must be {MIN_RATE}..{MAX_RATE} Hz and --raw-channels "
+                          f"1..{MAX_CHANNELS}, got "
+                          f"{args.raw_rate} Hz, {args.raw_channels} channels")
 
 
 def _without_speakers(spec: Any) -> Any:
