@@ -178,6 +178,13 @@ class Node:
     queue_size: ClassVar[int] = 1000
     #: True for sources: they have no audio inputs and are pulled by the runtime
     is_source: ClassVar[bool] = False
+    #: sources: the engine's quantum in seconds (set by the runtime before ``negotiate``)
+    quantum_s: float = 0.01
+    #: sources: True once the stream has ended (the run ends when every source has)
+    finished: bool = False
+    #: False when the run goes as fast as it can, not at the audio's pace (set by the runtime
+    #: before ``prepare``; a speaker then plays nothing)
+    engine_realtime: bool = True
 
     @dataclass(frozen=True)
     class Params:

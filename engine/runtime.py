@@ -230,7 +230,7 @@ class Engine:
                 continue
             try:
                 if st.node.is_source:
-                    st.node.quantum_s = self.quantum_s  # type: ignore[attr-defined]
+                    st.node.quantum_s = self.quantum_s
                 out_specs = st.node.negotiate(in_specs)
             except NegotiationError as e:
                 feeders = ", ".join(f"{port} <- {p.id}.{pp} ({p.specs[pp].describe()})"
@@ -287,7 +287,7 @@ class Engine:
             return
         errors: list[tuple[_NodeState, EngineError]] = []
         for st in self._states:
-            st.node.engine_realtime = self.realtime  # type: ignore[attr-defined]
+            st.node.engine_realtime = self.realtime
             try:
                 st.node.prepare(st.specs)
             except EngineError as e:
@@ -603,7 +603,7 @@ class Engine:
             self.overhead.add(max(pc() - tq - node_time, 0.0))
             q += 1
             self.quanta = q
-            if self.sources and all(getattr(s.node, "finished", False) for s in self.sources):
+            if self.sources and all(s.node.finished for s in self.sources):
                 break
             if self.max_seconds is not None and self.audio_seconds >= self.max_seconds - 1e-9:
                 break
@@ -614,7 +614,7 @@ class Engine:
         except Exception as e:  # noqa: BLE001 - a node's failure becomes an event
             st.errors += 1
             if st.node.is_source:
-                st.node.finished = True  # type: ignore[attr-defined]  # a broken source ends
+                st.node.finished = True  # a broken source ends
             if st.errors <= 3 or st.errors % 100 == 0:
                 # where in the stream: the block's position on its first input's clock (a
                 # source's: its output's)

@@ -18,7 +18,6 @@ class LiveSource(Node):
     """
 
     is_source = True
-    quantum_s = 0.01
     ring_seconds = 4.0
 
     def __init__(self, node_id: str, params):

@@ -45,8 +45,6 @@ class FileSource(Node):
         raw_subtype: str = param("PCM_16", choices=tuple(SF_SUBTYPES.values()),
                                  doc="sample format of a .raw file")
 
-    quantum_s = 0.01
-
     def __init__(self, node_id: str, params: Params):
         super().__init__(node_id, params)
         self._f: sf.SoundFile | None = None

@@ -43,7 +43,6 @@ class Speaker(DeviceStream, Node):
         stall_timeout_s: float = param(5.0, gt=0, doc="no callback for this long: the device "
                                                       "is considered lost and reopened")
 
-    engine_realtime = True
 
     def __init__(self, node_id: str, params: Params):
         super().__init__(node_id, params)
