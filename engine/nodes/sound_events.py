@@ -55,7 +55,6 @@ import http.client
 import json
 import logging
 import math
-import queue
 import socket
 import threading
 import time
@@ -89,6 +88,7 @@ from ..node import (
     require_rate,
 )
 from ..ring import HistoryRing
+from ._background import BackgroundJobs
 
 log = logging.getLogger(__name__)
 
@@ -118,109 +118,8 @@ DEFAULT_GROUPS: dict[str, list[str]] = {
 #: raised no false alarm on the 10 minutes of speech / noise background (three seeds).
 DEFAULT_THRESHOLDS: dict[str, list[float]] = {"dog": [0.3, 0.15]}
 
-# ---------------------------------------------------------------------------------------------
-# background writers
-
 #: webhook posts waiting for the endpoint before the oldest is dropped
 WEBHOOK_QUEUE = 256
-
-
-class _Background:
-    """One daemon thread draining a bounded queue; ``pending`` counts queued + in-flight jobs.
-    When the queue is full, ``submit`` drops the new job, or with ``drop_oldest`` the oldest
-    queued one; either way it returns False (the caller counts and reports)."""
-
-    def __init__(self, name: str, handler, errors: deque[str], maxsize: int = 32,
-                 drop_oldest: bool = False):
-        self._q: queue.Queue = queue.Queue(maxsize=maxsize)
-        self.maxsize = maxsize
-        self._drop_oldest = drop_oldest
-        self._handler = handler
-        self._errors = errors
-        self._lock = threading.Lock()
-        self.stop_event = threading.Event()
-        self.pending = 0
-        self.dropped = 0
-        self._idle = threading.Condition(self._lock)
-        self._t = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._t.start()
-
-    def submit(self, job: Any) -> bool:
-        with self._lock:
-            self.pending += 1
-        while True:
-            try:
-                self._q.put_nowait(job)
-                break
-            except queue.Full:
-                if not self._drop_oldest:
-                    with self._lock:
-                        self.pending -= 1
-                        self.dropped += 1
-                    return False
-            try:  # make room: the oldest queued job goes
-                self._q.get_nowait()
-            except queue.Empty:  # the worker took it meanwhile: room now
-                continue
-            with self._lock:
-                self.pending -= 1
-                self.dropped += 1
-            self._q.put_nowait(job)  # the only producer: the slot just freed is still free
-            return False
-        return True
-
-    def abandon(self) -> int:
-        """End of stream, out of time: drop the queued jobs (returned: how many) and tell the
-        job in progress to give up its retries (``stop_event``); it is counted by its outcome."""
-        self.stop_event.set()
-        n = 0
-        while True:
-            try:
-                job = self._q.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:
-                continue
-            n += 1
-        with self._lock:
-            self.pending -= n
-            self._idle.notify_all()
-        return n
-
-    def _loop(self) -> None:
-        while True:
-            job = self._q.get()
-            if job is None:
-                return
-            try:
-                self._handler(job)
-            except Exception as e:  # noqa: BLE001 - a side output must never kill the node
-                msg = f"{self._t.name}: {type(e).__name__}: {e}"
-                log.info(msg)  # reported as engine.node_error
-                self._errors.append(msg)
-            finally:
-                with self._lock:
-                    self.pending -= 1
-                    self._idle.notify_all()
-
-    def wait_idle(self, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        with self._lock:
-            while self.pending:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
-
-    def close(self, timeout: float) -> None:
-        self.wait_idle(timeout)
-        self.stop_event.set()
-        try:
-            self._q.put(None, timeout=1.0)
-        except queue.Full:
-            pass
-        self._t.join(timeout=max(timeout, 1.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,8 +290,8 @@ class SoundEvents(Node):
         # appended by background threads, drained (popleft) by process: deque ops are atomic
         self._errors: deque[str] = deque(maxlen=1000)
         self._count_lock = threading.Lock()
-        self._evidence: _Background | None = None
-        self._webhook: _Background | None = None
+        self._evidence: BackgroundJobs | None = None
+        self._webhook: BackgroundJobs | None = None
         self._ring: HistoryRing | None = None
         self._clips: dict[str, dict[str, Any]] = {}
         self._counts = dict(patches=0, events=0, clips_written=0, clips_failed=0,
@@ -437,9 +336,9 @@ class SoundEvents(Node):
             except OSError as e:
                 self._report(f"evidence_dir {p.evidence_dir!r} cannot be created "
                              f"({e.strerror or e}); clips will not be saved until it can")
-            self._evidence = _Background(f"{self.id}-evidence", self._write_clip, self._errors)
+            self._evidence = BackgroundJobs(f"{self.id}-evidence", self._write_clip, self._errors)
         if p.webhook_url:
-            self._webhook = _Background(f"{self.id}-webhook", self._post, self._errors,
+            self._webhook = BackgroundJobs(f"{self.id}-webhook", self._post, self._errors,
                                         WEBHOOK_QUEUE, drop_oldest=True)
         self.reset()
 
