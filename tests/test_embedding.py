@@ -185,7 +185,9 @@ def test_engines_release_their_models(in_tmp):
             rss.append(psutil.Process().memory_info().rss)
     finally:
         gc.enable()
-    assert rss[-1] - rss[1] < 60 * 2**20, [r >> 20 for r in rss]
+    # a kept model would add about 150 MB per engine (146 MB of Whisper ONNX, loaded); the
+    # allocator alone moves RSS by 20-45 MB over these engines (measured), so 100 MB over two
+    assert rss[-1] - rss[1] < 100 * 2**20, [r >> 20 for r in rss]
 
 
 def test_exit_while_the_engine_is_busy_is_clean(tmp_path):
