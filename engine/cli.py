@@ -367,8 +367,8 @@ def _without_speakers(spec: Any) -> Any:
     (the graph's files are still written, as fast as the machine goes)."""
     from dataclasses import replace
 
-    used = {pid for n in spec.nodes for refs in n.inputs.values() for pid, _ in refs}
-    drop = [n.id for n in spec.nodes if n.type == "sink.speaker" and n.id not in used]
+    takers = spec.takers()
+    drop = [n.id for n in spec.nodes if n.type == "sink.speaker" and not takers[n.id]]
     if not drop:
         return spec
     print(f"--fast: not playing to {', '.join(drop)} (sink.speaker runs in real time)",

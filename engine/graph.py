@@ -89,18 +89,23 @@ class GraphSpec:
         """Nodes in topological order (producers before consumers)."""
         return topo_order(self.nodes)
 
-    def unused(self) -> list[str]:
-        """Warnings for nodes whose work reaches nothing: a node counts when it is a sink (no
-        outputs but a ``status`` port's device notices), has an events output (events reach
-        the engine's subscribers), or feeds a node that counts. A resampler whose
-        audio nobody takes runs for nothing, usually a wiring slip (``in = { audio =
-        "mic.audio" }`` where ``"to16k.audio"`` was meant)."""
+    def takers(self) -> dict[str, list[str]]:
+        """Node id -> the ids of the nodes that take one of its outputs, in graph order."""
         users: dict[str, list[str]] = {n.id: [] for n in self.nodes}
         for n in self.nodes:
             for refs in n.inputs.values():
                 for pid, _ in refs:
                     if pid in users and n.id not in users[pid]:
                         users[pid].append(n.id)
+        return users
+
+    def unused(self) -> list[str]:
+        """Warnings for nodes whose work reaches nothing: a node counts when it is a sink (no
+        outputs but a ``status`` port's device notices), has an events output (events reach
+        the engine's subscribers), or feeds a node that counts. A resampler whose
+        audio nobody takes runs for nothing, usually a wiring slip (``in = { audio =
+        "mic.audio" }`` where ``"to16k.audio"`` was meant)."""
+        users = self.takers()
         useful: set[str] = set()
         for n in reversed(self.order()):
             outs = {p: k for p, k in n.cls.outputs.items() if p != "status"}

@@ -968,8 +968,7 @@ def _substitute_sources(spec: GraphSpec, input: str | Path | None, device, outpu
                 # the graph gets the rate its microphone declared (a sound server resamples a
                 # device likewise), except where only resamplers take the audio: they adapt
                 # to the file's rate, and one resampling beats two
-                takers = {t.type for t in spec.nodes for refs in t.inputs.values()
-                          for pid, _ in refs if pid == n.id}
+                takers = {spec.node(t).type for t in spec.takers()[n.id]}
                 rate = 0 if takers <= {"dsp.resample"} else p.sample_rate
                 cls = types_["source.file"]
                 params = build_or_raise(cls, {"path": str(input), "loop": loop,

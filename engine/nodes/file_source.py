@@ -75,8 +75,10 @@ class FileSource(Node):
                                                                       / fout) + 2
         self._mix = None
         self._mapped = None
-        if ch != fch:  # read into a scratch buffer, then map channels (no allocation later)
-            self._scratch = np.zeros((self._max_read, fch), np.float32)
+        # file frames are read into a scratch buffer when they are mapped to other channels or
+        # resampled (allocated here: no allocation later)
+        self._scratch = np.zeros((self._max_read, fch), np.float32)
+        if ch != fch:
             if ch == 1:
                 self._mix = np.full((fch, 1), 1.0 / fch, np.float32)
             else:
@@ -90,8 +92,6 @@ class FileSource(Node):
             self._rs = StreamingResampler(fin, fout, ch)
             if self._mix is not None:
                 self._mapped = np.zeros((self._max_read, ch), np.float32)
-            else:
-                self._scratch = np.zeros((self._max_read, fch), np.float32)
             # resampled frames not yet delivered: a block, one read's output, the flush tail
             self._back = np.zeros((spec.max_block + self._rs.max_output(self._max_read)
                                    + self._rs.max_flush + 8, ch), np.float32)

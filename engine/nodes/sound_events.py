@@ -390,8 +390,7 @@ class SoundEvents(Node):
                 self._emit(io, d)
         self._clip_progress(final=True)
         # the stream ends: give queued clips / posts their time, then say what did not make it
-        for (label, b, wait), key in zip(self._side_outputs(), (
-                "clips_unsaved_at_end", "webhook_undelivered_at_end"), strict=True):
+        for label, b, wait, key in self._side_outputs():
             if b is not None and not b.wait_idle(wait):
                 n = b.abandon()
                 self._inc(key, n)
@@ -609,7 +608,7 @@ class SoundEvents(Node):
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until queued evidence clips and webhook posts are done (tests, shutdown)."""
         ok = True
-        for _, b, _ in self._side_outputs():
+        for _, b, _, _ in self._side_outputs():
             if b is not None:
                 ok = b.wait_idle(timeout) and ok
         return ok
@@ -624,16 +623,18 @@ class SoundEvents(Node):
                 d[f"{label}_pending"] = b.pending
         return d
 
-    def _side_outputs(self) -> tuple[tuple[str, Any, float], ...]:
+    def _side_outputs(self) -> tuple[tuple[str, Any, float, str], ...]:
         """(what is lost if it does not finish, its worker or None, how long it may take at the
-        end of the stream) for the evidence clips and the webhook."""
+        end of the stream, the counter of what it gave up) for the evidence clips and the
+        webhook."""
         p = self.params
-        return (("evidence clip(s) not saved", self._evidence, 10.0),
+        return (("evidence clip(s) not saved", self._evidence, 10.0, "clips_unsaved_at_end"),
                 ("webhook post(s) not delivered", self._webhook,
-                 min(10.0, p.webhook_timeout_s * (p.webhook_retries + 1) + 1.0)))
+                 min(10.0, p.webhook_timeout_s * (p.webhook_retries + 1) + 1.0),
+                 "webhook_undelivered_at_end"))
 
     def close(self) -> None:
-        for _, b, wait in self._side_outputs():
+        for _, b, wait, _ in self._side_outputs():
             if b is not None:
                 b.close(wait)
         self._evidence = self._webhook = None

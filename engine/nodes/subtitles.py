@@ -214,17 +214,19 @@ class SubtitlesSink(Node):
             whole = True
         if whole:
             k, off = 0, len(head.encode())
-            text = (head + body(cues)).encode()
+        n = max(len(cues) - 1, k)  # every cue but the last is fixed after this write
+        fixed = body(cues[k:n], k + 1).encode()
+        text = fixed + body(cues[n:], n + 1).encode()
+        if whole:
+            text = head.encode() + text
             _replace(path, text)
         else:
-            text = body(cues[k:], k + 1).encode()
             with open(path, "r+b") as f:
                 f.seek(off)
                 f.write(text)
                 f.truncate()
         self.bytes_written += len(text)
-        n = max(len(cues) - 1, k)  # every cue but the last is fixed now
-        self._fixed[fmt] = (n, off + len(body(cues[k:n], k + 1).encode()))
+        self._fixed[fmt] = (n, off + len(fixed))
 
     def flush(self, io: NodeIO) -> None:
         """End of stream: no cue may end after the audio (the last one may have been
