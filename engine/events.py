@@ -142,6 +142,41 @@ class SpeechSegment(Event):
 
 
 @dataclass(frozen=True)
+class PlaybackStarted(Event):
+    """A clip given to ``Engine.play`` began at ``sample`` (on the ``source.playback`` node's
+    clock, the graph's clock at its rate): its first frame went to the node's output then.
+    ``clip`` is the id ``play`` returned; ``frames`` its length at the node's rate."""
+
+    type: ClassVar[str] = "playback.started"
+    clip: int = 0
+    frames: int = 0
+
+
+@dataclass(frozen=True)
+class PlaybackFinished(Event):
+    """A clip played to its end: ``sample`` is one past its last frame; ``start_sample``
+    where it began."""
+
+    type: ClassVar[str] = "playback.finished"
+    clip: int = 0
+    frames: int = 0
+    start_sample: int = 0
+
+
+@dataclass(frozen=True)
+class PlaybackInterrupted(Event):
+    """``Engine.stop_playback`` cut a clip short (a barge-in): ``sample`` is where its output
+    ended (after a ``fade_ms`` fade), ``played`` how many of its ``frames`` went out;
+    ``played`` is 0 for a queued clip that never started (``start_sample`` is then -1)."""
+
+    type: ClassVar[str] = "playback.interrupted"
+    clip: int = 0
+    frames: int = 0
+    played: int = 0
+    start_sample: int = -1
+
+
+@dataclass(frozen=True)
 class SoundEventStarted(Event):
     type: ClassVar[str] = "sound.started"
     group: str = ""

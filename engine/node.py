@@ -182,6 +182,10 @@ class Node:
     quantum_s: float = 0.01
     #: sources: True once the stream has ended (the run ends when every source has)
     finished: bool = False
+    #: sources: False for one that follows the graph's clock and never keeps the run going
+    #: (``source.playback``): the run ends when the others have, and the first source that
+    #: holds the run gives the graph its clock
+    holds_run: ClassVar[bool] = True
     #: False when the run goes as fast as it can, not at the audio's pace (set by the runtime
     #: before ``prepare``; a speaker then plays nothing)
     engine_realtime: bool = True

@@ -280,6 +280,8 @@ class Engine:
         self._states = list(states.values())
         self._by_id = states
         self.sources = [s for s in self._states if s.node.is_source]
+        # the sources that keep the run going and give it its clock (not source.playback)
+        self._run_sources = [s for s in self.sources if s.node.holds_run] or self.sources
 
     def prepare(self) -> None:
         """Load models and warm kernels of every node (done by :meth:`start` if not yet)."""
@@ -375,12 +377,13 @@ class Engine:
             raise EngineError(f"feed(): {e}") from None
         return src.push(x, lambda: self.running)
 
-    def _as_frames(self, samples: Any, channels: int) -> np.ndarray:
-        """``samples`` as float32 frames x ``channels`` (see :meth:`feed`)."""
+    def _as_frames(self, samples: Any, channels: int, who: str = "feed()") -> np.ndarray:
+        """``samples`` as float32 frames x ``channels`` (see :meth:`feed`); ``who`` names the
+        call in error messages."""
         if not isinstance(samples, np.ndarray):
             x = np.asarray(samples)
             if x.dtype.kind in "iu":  # a Python list of ints: which PCM width is unknowable
-                raise EngineError("feed() got a list of integers: pass a NumPy array with "
+                raise EngineError(f"{who} got a list of integers: pass a NumPy array with "
                                   "the PCM's dtype (np.asarray(data, np.int16)) or floats in "
                                   "[-1, 1]")
         else:
@@ -392,25 +395,25 @@ class Engine:
         elif x.dtype.kind != "f":
             hint = " (raw PCM bytes: np.frombuffer(data, np.int16))" if x.dtype.kind == "S" \
                 else ""
-            raise EngineError(f"feed() takes float or integer PCM samples, got {x.dtype}{hint}")
+            raise EngineError(f"{who} takes float or integer PCM samples, got {x.dtype}{hint}")
         if x.ndim == 1:
             x = x[:, None]
         elif x.ndim != 2:
-            raise EngineError(f"feed() takes frames x channels (or 1-D mono), got an array of "
+            raise EngineError(f"{who} takes frames x channels (or 1-D mono), got an array of "
                               f"shape {x.shape}")
         if x.shape[1] == 0:
-            raise EngineError(f"feed() got an array of shape {x.shape}: no channels")
+            raise EngineError(f"{who} got an array of shape {x.shape}: no channels")
         if x.shape[1] != channels and x.shape[1] > 64 and x.shape[0] <= 64:
-            raise EngineError(f"feed() got shape {x.shape}: frames come first (frames x "
+            raise EngineError(f"{who} got shape {x.shape}: frames come first (frames x "
                               f"channels); pass the transposed array (x.T)")
         x = np.ascontiguousarray(x, dtype=np.float32)
         if len(x) and not self._warned_scale:
             peak = float(np.max(np.abs(x)))
             if peak > 2.0 and np.isfinite(peak):
                 self._warned_scale = True
-                log.warning("feed(): float samples peak at %.0f; floats are taken as [-1, 1] "
+                log.warning("%s: float samples peak at %.0f; floats are taken as [-1, 1] "
                             "(int16 PCM as floats? pass the int16 array itself, or divide "
-                            "by 32768)", peak)
+                            "by 32768)", who, peak)
         return x
 
     def end_feed(self) -> None:
@@ -422,6 +425,68 @@ class Engine:
         for s in self.sources:
             if hasattr(s.node, "end"):
                 s.node.end()  # type: ignore[attr-defined]
+
+    def play(self, audio: Any, rate: int | None = None, node: str | None = None) -> int:
+        """Play ``audio`` through the graph's ``source.playback`` node (wired to a
+        ``sink.speaker``) while the graph listens, e.g. an assistant's reply; returns the
+        clip's id at once. Clips queue and play one after the other; ``playback.started``
+        and then ``playback.finished`` or ``playback.interrupted`` (events with ``clip`` = the
+        id) say what happened, stamped on the graph's clock.
+
+        ``audio``: a NumPy array as :meth:`feed` takes it (frames x channels or 1-D; float in
+        [-1, 1] or integer PCM); a mono clip goes to every channel. ``rate``: its sample
+        rate, if not the node's; it is resampled here, on the caller's thread, with the
+        engine's streaming resampler (a 10 s clip takes a few ms). ``node``: the playback
+        node's id, needed only when the graph has several. Safe from any one thread at a
+        time, callbacks included. Raises :class:`EngineError` on misuse (not started, no
+        playback node, ``max_clips`` clips already waiting, a bad array)."""
+        pb = self._playback_node(node, "play()")
+        if not self._started or self._done.is_set() or self._stop.is_set():
+            raise EngineError("play() needs a running engine: call start() first (an engine "
+                              "that stopped plays nothing)")
+        from .nodes.feed import FeedAdapter
+
+        ch = int(pb.params.channels)
+        x = self._as_frames(audio, ch, "play()")
+        if x.shape[1] == 1 and ch > 1:
+            x = np.repeat(x, ch, axis=1)
+        elif x.shape[1] != ch and ch > 1:
+            raise EngineError(f"play() got {x.shape[1]} channels; '{pb.id}' plays {ch} "
+                              f"(mono clips are copied to every channel)")
+        adapter = FeedAdapter(int(pb.params.sample_rate), ch)
+        try:
+            y = adapter.convert(x, rate)
+        except EngineError as e:
+            raise EngineError(f"play(): {e}") from None
+        tail = adapter.flush()
+        if len(tail):
+            y = np.concatenate([y, tail])
+        return pb.submit(np.ascontiguousarray(y, dtype=np.float32))
+
+    def stop_playback(self, node: str | None = None) -> None:
+        """Stop what :meth:`play` is playing, within one quantum (10 ms) plus the speaker's
+        buffer, with the node's short fade (no click), and drop the clips waiting (each
+        gets a ``playback.interrupted`` event). For a barge-in: call it from a
+        ``vad.speech_started`` callback. Does nothing when nothing plays. Safe from any one
+        thread at a time, callbacks included."""
+        self._playback_node(node, "stop_playback()").interrupt()
+
+    def _playback_node(self, node_id: str | None, who: str) -> Any:
+        ids = [s.id for s in self._states if s.decl.type == "source.playback"]
+        if not ids:
+            raise EngineError(f"{who} needs a source.playback node wired to a sink.speaker in "
+                              "the graph (graphs/assistant.toml has one: [[nodes]] id = "
+                              "\"reply\", type = \"source.playback\")")
+        if node_id is None:
+            if len(ids) > 1:
+                raise EngineError(f"{who}: the graph has {len(ids)} playback nodes "
+                                  f"({', '.join(ids)}): say which with node=")
+            node_id = ids[0]
+        elif node_id not in ids:
+            from .node import did_you_mean
+            raise EngineError(f"{who}: no source.playback node '{node_id}'"
+                              f"{did_you_mean(node_id, ids)} (the graph's: {', '.join(ids)})")
+        return self._by_id[node_id].node
 
     def set(self, node_id: str, **values: Any) -> None:
         """Send a control change to a node (a spatializer position, a gain), applied at the
@@ -561,7 +626,7 @@ class Engine:
     def _run_quanta(self) -> None:
         q = 0
         t0 = time.monotonic()
-        primary = self.sources[0] if self.sources else None
+        primary = self._run_sources[0] if self._run_sources else None
         prate = primary.specs["audio"].sample_rate if primary else 1
         capture_lag = primary is not None and hasattr(primary.node, "capture_lag_s")
         pc = time.perf_counter
@@ -603,7 +668,7 @@ class Engine:
             self.overhead.add(max(pc() - tq - node_time, 0.0))
             q += 1
             self.quanta = q
-            if self.sources and all(s.node.finished for s in self.sources):
+            if self._run_sources and all(s.node.finished for s in self._run_sources):
                 break
             if self.max_seconds is not None and self.audio_seconds >= self.max_seconds - 1e-9:
                 break

@@ -11,6 +11,15 @@ Ports
     mono audio: 16000 or 8000 Hz for ``vad.silero``; 8000/16000/32000/48000 Hz for
     ``vad.webrtc``. Any other format is refused at load time with the fix (add a
     ``dsp.resample`` / ``dsp.mix``).
+``mute`` (in, optional events)
+    wire a ``source.playback`` node's events here (``mute = "reply.events"``) to stop hearing
+    the assistant's own reply, which a microphone picks up when there is no echo cancellation:
+    from each ``playback.started`` until ``mute_tail_ms`` after its ``playback.finished`` /
+    ``playback.interrupted`` (the speaker's buffer, the sound card's round trip and the room's
+    echo), every window counts as silence, so the reply starts no segment and gets no
+    transcript; a segment already open ends as usual. Leave it unwired when the user wears a
+    headset, so that talking over the reply (a barge-in) is heard. Counted in
+    ``muted_windows``.
 ``events`` (out)
     :class:`~engine.events.SpeechStarted` (``sample`` = onset including ``speech_pad_ms``) and
     :class:`~engine.events.SpeechStopped` (``sample`` = end including the pad,
@@ -84,12 +93,16 @@ class VadParams:
     min_silence_at_max_speech_ms: float = param(
         98.0, ge=0, doc="silences at least this long are preferred split points")
     emit_probability: bool = param(False, doc="emit a VadProbability event per window")
+    mute_tail_ms: float = param(300.0, ge=0, le=5000,
+                                doc="with the mute port wired: stay deaf this long after a "
+                                    "playback ends (its echo still arrives)")
 
 
 class _GatedVad(Node):
     """Common machinery: windows, state machine, events and the gated speech port."""
 
-    inputs = {"audio": AUDIO}
+    inputs = {"audio": AUDIO, "mute": EVENTS}
+    optional_inputs = frozenset({"mute"})
     outputs = {"events": EVENTS, "speech": AUDIO}
     rates: ClassVar[tuple[int, ...]] = ()
 
@@ -110,7 +123,10 @@ class _GatedVad(Node):
         self._out_pos = 0  # speech port: every sample before this is released or discarded
         self._speaking = False  # speech port: inside a segment at _out_pos
         self._counts = {"windows": 0, "segments": 0, "max_speech_splits": 0,
-                        "discontinuities": 0, "speech_samples": 0}
+                        "discontinuities": 0, "speech_samples": 0, "muted_windows": 0}
+        # mute port: windows starting in [_mute_from, _mute_until) count as silence
+        self._mute_from = math.inf
+        self._mute_until = -math.inf
 
     # -- to be provided by subclasses
     def _geometry(self, rate: int) -> tuple[int, int]:
@@ -184,6 +200,23 @@ class _GatedVad(Node):
         self._end = 0
         self._out_pos = 0
         self._speaking = False
+        self._mute_from = math.inf
+        self._mute_until = -math.inf
+
+    def _mute(self, io: NodeIO) -> None:
+        """Follow a playback node's events (on its clock and rate) on this node's clock."""
+        for ev in io.events("mute"):
+            if not ev.sample_rate:
+                continue
+            at = ev.sample * self.rate / ev.sample_rate
+            if ev.type == "playback.started":
+                if self._mute_until < at:  # the last span is over: a new one starts here
+                    self._mute_from = at
+                self._mute_until = math.inf  # until the clip ends
+            elif ev.type in ("playback.finished", "playback.interrupted"):
+                end = at + self.params.mute_tail_ms * self.rate / 1000
+                self._mute_until = end if self._mute_until == math.inf \
+                    else max(self._mute_until, end)
 
     def _start_clock(self, start: int) -> None:
         self._base = start
@@ -197,6 +230,7 @@ class _GatedVad(Node):
 
     # -- processing
     def process(self, io: NodeIO) -> None:
+        self._mute(io)
         x = io.audio("audio")
         n = len(x)
         start = io.start.get("audio", self._end if self._base is not None else 0)
@@ -227,7 +261,10 @@ class _GatedVad(Node):
         self.reset()
 
     def _window(self, io: NodeIO, win: np.ndarray, index: int) -> None:
-        p = self._probability(win)
+        p = self._probability(win)  # run even when muted: the detector's state follows
+        if self._mute_from <= index < self._mute_until:
+            p = 0.0
+            self._counts["muted_windows"] += 1
         sm = self._sm
         sm.step(p, index)  # type: ignore[union-attr]
         self._counts["windows"] += 1

@@ -1,0 +1,330 @@
+"""``source.playback`` and ``Engine.play`` / ``Engine.stop_playback``: an assistant's reply played
+while the graph listens, cut short on a barge-in, and kept out of the recogniser by the VAD's
+``mute`` port. Offline checks are exact (fed audio, no sound card); the rest go through the real
+PortAudio path into the PulseAudio null sink, whose monitor is the microphone (so the reply's
+echo really reaches the microphone, as on loudspeakers)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from engine.errors import EngineError
+from engine.events import Event
+from engine.graph import parse_graph
+from engine.runtime import Engine
+
+from .conftest import REPO, Player, best_alignment, load_mono, shared
+
+OFFLINE = """
+schema_version = 1
+name = "playback-offline"
+[[nodes]]
+id = "mic"
+type = "source.microphone"
+params = {{ sample_rate = {rate}, channels = 1 }}
+[[nodes]]
+id = "heard"
+type = "sink.array"
+in = {{ audio = "mic.audio" }}
+[[nodes]]
+id = "reply"
+type = "source.playback"
+params = {{ sample_rate = {rate}, channels = {channels}, fade_ms = 5 {extra} }}
+[[nodes]]
+id = "out"
+type = "sink.array"
+in = {{ audio = "reply.audio" }}
+"""
+
+
+def _offline(rate: int = 48000, channels: int = 1, extra: str = "") -> Engine:
+    spec = parse_graph(OFFLINE.format(rate=rate, channels=channels, extra=extra))
+    return Engine(spec, input="feed", realtime=False)
+
+
+def _collect(eng: Engine, pattern: str = "playback.*") -> list[Event]:
+    got: list[Event] = []
+    eng.on(pattern, got.append)
+    return got
+
+
+def test_a_clip_plays_exactly_and_the_run_still_ends_with_its_input():
+    clip, sr = load_mono(shared("speech/ljspeech__LJ001-0002.wav"), 48000)
+    eng = _offline()
+    evs = _collect(eng)
+    eng.start()
+    first = eng.play(clip)  # at the node's rate: copied as it is
+    pcm = (clip[:4800] * 32767).astype(np.int16)
+    second = eng.play(pcm)  # int16 PCM, queued behind
+    eng.feed(np.zeros(len(clip) + 48000, np.float32))
+    eng.end_feed()
+    # the playback source never holds the run open: the feed's end ends it
+    assert eng.wait(30), "the run did not end when its feed did"
+    eng.stop()
+    out = eng.node("out").audio[:, 0]
+    assert np.array_equal(out[:len(clip)], clip)
+    assert np.array_equal(out[len(clip):len(clip) + 4800], pcm / np.float32(32768))
+    assert not out[len(clip) + 4800:].any()
+    kinds = [(e.type, e.clip, e.sample) for e in evs]
+    assert kinds == [("playback.started", first, 0),
+                     ("playback.finished", first, len(clip)),
+                     ("playback.started", second, len(clip)),
+                     ("playback.finished", second, len(clip) + 4800)]
+    st = eng.stats()["nodes"]["reply"]
+    assert st["clips_finished"] == 2 and st["clips_pending"] == 0
+
+
+@pytest.mark.parametrize("rate", [22050, 16000])
+def test_a_clip_at_another_rate_is_resampled_in_time(rate):
+    x, _ = load_mono(shared("speech/ljspeech__LJ001-0002.wav"), rate)
+    ref, _ = load_mono(shared("speech/ljspeech__LJ001-0002.wav"), 48000)
+    eng = _offline(channels=2)  # a mono clip goes to both channels
+    eng.start()
+    eng.play(x, rate=rate)
+    eng.feed(np.zeros(len(ref) + 24000, np.float32))
+    eng.end_feed()
+    eng.wait(30)
+    eng.stop()
+    out = eng.node("out").audio
+    assert np.array_equal(out[:, 0], out[:, 1])
+    n = len(ref)
+    assert abs(np.count_nonzero(out[:, 0]) - n) < 0.002 * n  # same duration, no delay
+    lag, ncc = best_alignment(ref[2400:-2400], out[:, 0])
+    assert lag == 2400 and ncc > 0.99
+
+
+def test_stop_playback_fades_the_clip_out_and_drops_the_queue():
+    clip, _ = load_mono(shared("speech/ljspeech__LJ001-0001.wav"), 48000)
+    eng = _offline()
+    evs = _collect(eng)
+    eng.start()
+    a = eng.play(clip)
+    b = eng.play(clip)
+    eng.feed(np.zeros(24000, np.float32))
+    time.sleep(0.3)  # the fed half second is played by now
+    eng.stop_playback()
+    eng.feed(np.zeros(48000, np.float32))
+    eng.end_feed()
+    eng.wait(30)
+    eng.stop()
+    out = eng.node("out").audio[:, 0]
+    got = {(e.type, e.clip): e for e in evs}
+    assert set(got) == {("playback.started", a), ("playback.interrupted", b),
+                        ("playback.interrupted", a)}, "the queued clip must never start"
+    cut = got[("playback.interrupted", a)]
+    assert got[("playback.interrupted", b)].played == 0
+    fade = 240  # 5 ms at 48 kHz
+    assert cut.played == cut.sample and 24000 <= cut.played < 48000
+    p = cut.played
+    assert np.array_equal(out[:p - fade], clip[:p - fade])
+    ramp = 1 - np.arange(1, fade + 1, dtype=np.float32) / fade
+    np.testing.assert_allclose(out[p - fade:p], clip[p - fade:p] * ramp, atol=1e-7)
+    assert not out[p:].any(), "audio after the interruption"
+
+
+def test_misuse_is_refused_with_the_fix():
+    eng = _offline(extra=", max_clips = 2")
+    x = np.zeros(480, np.float32)
+    with pytest.raises(EngineError, match="start"):
+        eng.play(x)
+    eng.start()
+    try:
+        with pytest.raises(EngineError, match="frames come first"):
+            eng.play(np.zeros((2, 4800), np.float32))
+        with pytest.raises(EngineError, match="no source.playback node 'replay'.*reply"):
+            eng.play(x, node="replay")
+        with pytest.raises(EngineError, match="rate must be"):
+            eng.play(x, rate=10)
+        eng.play(np.zeros(48000, np.float32))
+        eng.play(x)
+        with pytest.raises(EngineError, match="max_clips = 2.*stop_playback"):
+            eng.play(x)
+    finally:
+        eng.end_feed()
+        eng.stop()
+    plain = Engine.from_file(REPO / "graphs" / "vad_monitor.toml", input="feed")
+    with pytest.raises(EngineError, match="needs a source.playback node"):
+        plain.stop_playback()
+    plain.stop()
+
+
+MUTED = """
+schema_version = 1
+name = "mute"
+[[nodes]]
+id = "mic"
+type = "source.microphone"
+params = {{ sample_rate = 16000, channels = 1 }}
+[[nodes]]
+id = "reply"
+type = "source.playback"
+params = {{ sample_rate = 48000 }}
+[[nodes]]
+id = "out"
+type = "sink.array"
+in = {{ audio = "reply.audio" }}
+[[nodes]]
+id = "vad"
+type = "vad.silero"
+in = {{ audio = "mic.audio" {mute} }}
+params = {{ min_silence_ms = 300, speech_pad_ms = 30, mute_tail_ms = 300 }}
+"""
+
+
+@pytest.mark.parametrize("wired", [True, False])
+def test_the_vad_is_deaf_while_a_reply_plays_when_muted(wired):
+    speech, _ = load_mono(shared("speech/librispeech-test-clean__1089-134686-0001.flac"), 16000)
+    x = np.concatenate([np.zeros(16000, np.float32), speech, np.zeros(16000, np.float32)])
+    spec = parse_graph(MUTED.format(mute=', mute = "reply.events"' if wired else ""))
+    eng = Engine(spec, input="feed", realtime=False)
+    evs = _collect(eng, "vad.speech_*")
+    eng.start()
+    eng.play(np.zeros(96000, np.float32))  # a 2 s reply, from sample 0 (what it says does
+    eng.feed(x)                            # not matter here: its echo is the user's speech)
+    eng.end_feed()
+    eng.wait(60)
+    eng.stop()
+    starts = [e.sample / 16000 for e in evs if e.type == "vad.speech_started"]
+    assert starts, "no speech found at all"
+    muted = eng.stats()["nodes"]["vad"]["muted_windows"]
+    if wired:  # deaf until 2 s + 0.3 s of tail (less the 30 ms pre-roll)
+        assert min(starts) >= 2.3 - 0.03 - 1e-3, starts
+        assert muted == pytest.approx(2.3 * 16000 / 512, abs=2)
+    else:  # the speech is heard at once
+        assert min(starts) < 1.5 and muted == 0  # (the recording starts with 0.3 s of silence)
+
+
+# ---------------------------------------------------------------- the real PortAudio path
+LIVE = """
+schema_version = 1
+name = "playback-live"
+[[nodes]]
+id = "mic"
+type = "source.microphone"
+params = { sample_rate = 48000, channels = 1, block = 480 }
+[[nodes]]
+id = "rec"
+type = "sink.array"
+in = { audio = "mic.audio" }
+[[nodes]]
+id = "reply"
+type = "source.playback"
+params = { sample_rate = 48000 }
+[[nodes]]
+id = "speaker"
+type = "sink.speaker"
+in = { audio = "reply.audio" }
+"""
+
+
+def _waiter(eng: Engine, pattern: str) -> tuple[list[Event], threading.Event]:
+    got: list[Event] = []
+    flag = threading.Event()
+
+    def cb(ev: Event) -> None:
+        got.append(ev)
+        flag.set()
+    eng.on(pattern, cb)
+    return got, flag
+
+
+def _last_sound(x: np.ndarray, rate: int, floor: float = 1e-3) -> float:
+    loud = np.flatnonzero(np.abs(x) > floor)
+    return loud[-1] / rate if len(loud) else 0.0
+
+
+def test_the_reply_reaches_the_speaker_and_stops_at_once(pulse):
+    path = shared("speech/ljspeech__LJ001-0001.wav")  # 9.7 s of speech
+    clip, sr = load_mono(path)
+    ref, _ = load_mono(path, 48000)
+    eng = Engine(parse_graph(LIVE))
+    started, is_started = _waiter(eng, "playback.started")
+    cut, is_cut = _waiter(eng, "playback.interrupted")
+    with eng:
+        time.sleep(0.5)
+        eng.play(clip, rate=sr)
+        assert is_started.wait(5)
+        time.sleep(1.5)
+        eng.stop_playback()  # as a vad.speech_started callback would
+        assert is_cut.wait(5)
+        time.sleep(1.0)
+    rec = eng.node("rec").audio[:, 0]
+    # the reply's first second is in the microphone's recording, as played
+    lag, ncc = best_alignment(ref[:48000], rec)
+    assert ncc > 0.95, f"the reply did not reach the speaker intact (ncc {ncc:.3f})"
+    onset = lag / 48000
+    round_trip = onset - started[0].time_s  # speaker buffer + sound server, both ways
+    assert 0 <= round_trip < 0.5, round_trip
+    # and it stopped: nothing after the cut but the same round trip (and a quantum)
+    stop_at = cut[0].time_s
+    silent_from = _last_sound(rec, 48000)
+    assert silent_from - stop_at <= round_trip + 0.03, (silent_from, stop_at, round_trip)
+    played = cut[0].played / 48000
+    assert 1.3 < played < 2.0 and silent_from - onset == pytest.approx(played, abs=0.03)
+    spk = eng.stats()["nodes"]["speaker"]
+    assert spk["dropped_frames"] == 0
+
+
+ASSISTANT = REPO / "graphs" / "assistant.toml"
+REC_NODE = """
+[[nodes]]
+id = "rec"
+type = "sink.array"
+in = { audio = "mic.audio" }
+"""
+
+
+def _words(s: str) -> set[str]:
+    return {w.strip(".,!?").lower() for w in s.split()}
+
+
+@pytest.mark.parametrize("wired", [True, False])
+def test_the_assistant_does_not_hear_its_own_reply(pulse, wired):
+    """assistant.toml on loudspeakers (the null sink: every reply echoes into the microphone):
+    one user turn, a reply, then a second turn. Muted, the reply gets no transcript and both
+    turns do; unwired (the control), the echo is taken for a user turn."""
+    text = ASSISTANT.read_text() + REC_NODE
+    if not wired:
+        text = text.replace(', mute = "reply.events"', "")
+        assert 'in = { audio = "to16k.audio" }' in text
+    eng = Engine(parse_graph(text, str(ASSISTANT)))
+    reply, rr = load_mono(shared("speech/ljspeech__LJ001-0002.wav"))  # "in being comparatively
+    user1, r1 = load_mono(shared("speech/librispeech-test-clean__1089-134686-0001.flac"))
+    user2, r2 = load_mono(shared("speech/ljspeech__LJ001-0008.wav"))  # "has never been..."
+    finals, got_final = _waiter(eng, "transcript.final")
+    done, reply_done = _waiter(eng, "playback.finished")
+    replied = threading.Event()
+
+    def answer(ev: Event) -> None:
+        if not replied.is_set():  # answer the first turn only (the echo would be answered too)
+            replied.set()
+            eng.play(reply, rate=rr)
+    eng.on("transcript.final", answer)
+    with eng:
+        time.sleep(0.5)
+        Player(user1, r1).start()
+        assert reply_done.wait(20), "no reply was played"
+        time.sleep(1.5)  # the echo's turn, if heard, ends meanwhile
+        n_before = len(finals)
+        Player(user2, r2).start()
+        t0 = time.monotonic()
+        while len(finals) <= n_before and time.monotonic() - t0 < 15:
+            time.sleep(0.1)
+        time.sleep(0.3)
+    texts = [f.text for f in finals]
+    rec = eng.node("rec").audio[:, 0]
+    ref, _ = load_mono(shared("speech/ljspeech__LJ001-0002.wav"), 48000)
+    _, ncc = best_alignment(ref, rec)
+    assert ncc > 0.5, "the reply's echo did not reach the microphone: the test shows nothing"
+    echo = [t for t in texts if _words(t) & {"comparatively", "modern", "being"}]
+    assert len(_words(texts[0]) & {"stuff", "into", "you", "his", "belly", "counselled"}) >= 2
+    assert len(_words(texts[-1]) & {"has", "never", "been", "surpassed"}) >= 3, texts
+    if wired:
+        assert texts and not echo and len(texts) == 2, texts
+        assert eng.stats()["nodes"]["vad"]["muted_windows"] > 0
+    else:
+        assert echo, f"the unmuted VAD should have taken the echo for a turn: {texts}"
