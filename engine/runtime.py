@@ -436,10 +436,12 @@ class Engine:
         ``audio``: a NumPy array as :meth:`feed` takes it (frames x channels or 1-D; float in
         [-1, 1] or integer PCM); a mono clip goes to every channel. ``rate``: its sample
         rate, if not the node's; it is resampled here, on the caller's thread, with the
-        engine's streaming resampler (a 10 s clip takes a few ms). ``node``: the playback
-        node's id, needed only when the graph has several. Safe from any one thread at a
-        time, callbacks included. Raises :class:`EngineError` on misuse (not started, no
-        playback node, ``max_clips`` clips already waiting, a bad array)."""
+        engine's streaming resampler (about 2 ms per second of audio). ``node``: the
+        playback node's id, needed only when the graph has several. Call it from one thread
+        at a time (a callback, or the main thread); :meth:`stop_playback` may come from any
+        other. A clip still playing when the engine stops ends without an event. Raises
+        :class:`EngineError` on misuse (not started, no playback node, ``max_clips`` clips
+        already waiting, a bad array)."""
         pb = self._playback_node(node, "play()")
         if not self._started or self._done.is_set() or self._stop.is_set():
             raise EngineError("play() needs a running engine: call start() first (an engine "
@@ -467,8 +469,8 @@ class Engine:
         """Stop what :meth:`play` is playing, within one quantum (10 ms) plus the speaker's
         buffer, with the node's short fade (no click), and drop the clips waiting (each
         gets a ``playback.interrupted`` event). For a barge-in: call it from a
-        ``vad.speech_started`` callback. Does nothing when nothing plays. Safe from any one
-        thread at a time, callbacks included."""
+        ``vad.speech_started`` callback. Does nothing when nothing plays. Safe from any
+        thread (it only posts a message to the DSP thread)."""
         self._playback_node(node, "stop_playback()").interrupt()
 
     def _playback_node(self, node_id: str | None, who: str) -> Any:

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""A voice-assistant loop on the engine: listen, end of turn, "think", speak, barge-in, repeat.
+
+    python examples/assistant.py                       # half duplex: deaf while it speaks
+    python examples/assistant.py --headset             # full duplex: talk over it to stop it
+    python examples/assistant.py --reply my_tts.wav --duration 60
+
+It answers every turn with the same recorded reply (stand-in for a TTS that returns a NumPy
+array). Ctrl-C stops it cleanly: the last turn is finalised, the models are released.
+
+Echo: on loudspeakers the microphone hears the reply. graphs/assistant.toml wires the reply's
+events into the VAD's ``mute`` input, so the reply is never taken for a user turn (but nobody
+can interrupt it either). ``--headset`` drops that wire: then speaking while the reply plays
+stops it (``vad.speech_started`` -> ``Engine.stop_playback()``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import soundfile as sf
+
+from engine.events import Event
+from engine.graph import parse_graph
+from engine.runtime import Engine
+
+REPO = Path(__file__).resolve().parent.parent
+GRAPH = REPO / "graphs" / "assistant.toml"
+REPLY = REPO.parent / "shared" / "data" / "speech" / "ljspeech__LJ001-0002.wav"
+
+
+def build(headset: bool) -> Engine:
+    text = GRAPH.read_text()
+    if headset:  # no echo to fear: let the VAD hear the user over the reply
+        text = text.replace(', mute = "reply.events"', "")
+    return Engine(parse_graph(text, str(GRAPH)))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reply", default=str(REPLY), help="audio file played as every reply")
+    ap.add_argument("--headset", action="store_true", help="no echo: allow barge-in")
+    ap.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    a = ap.parse_args()
+    reply, reply_rate = sf.read(a.reply, dtype="float32")  # what a TTS would return
+
+    eng = build(a.headset)
+    turns: list[tuple[str, float]] = []
+
+    def on_final(ev: Event) -> None:  # the user's turn is over (ev.last: not a cut part)
+        if not ev.last or not ev.text:
+            return
+        ended = eng.wall_time_of(ev.speech_end_sample / ev.sample_rate) or time.monotonic()
+        print(f"user: {ev.text}   ({time.monotonic() - ended:.2f} s after they stopped)")
+        turns.append((ev.text, ev.time_s))
+        # ... think: an LLM, a TTS ...
+        eng.play(reply, rate=reply_rate)
+
+    def on_segment(ev: Event) -> None:  # the turn's audio, e.g. for a speaker check
+        print(f"      turn audio: {ev.duration_s:.2f} s at {ev.sample_rate} Hz")
+
+    def on_speech(ev: Event) -> None:  # barge-in (never fires during a reply when muted)
+        eng.stop_playback()
+
+    eng.on("transcript.final", on_final)
+    eng.on("speech.segment", on_segment)
+    eng.on("vad.speech_started", on_speech)
+    eng.on("playback.*", lambda ev: print(f"      {ev.type} at {ev.time_s:.2f} s"))
+    print("listening (Ctrl-C to stop)")
+    with eng:  # leaving the block stops and drains the engine
+        try:
+            eng.wait(a.duration)
+        except KeyboardInterrupt:
+            print("\nstopping")
+    st = eng.stats()
+    mic, spk = st["nodes"]["mic"], st["nodes"]["speaker"]
+    print(f"{len(turns)} turns; final latency {st['latency'].get('transcript.final', {})}; "
+          f"mic overflows {mic.get('input_overflows')}, speaker underflows "
+          f"{spk.get('output_underflows')}, dropped {spk.get('dropped_frames')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
