@@ -540,6 +540,8 @@ def _summary(stats: dict[str, Any]) -> str:
                                ("clips_unsaved_at_end", "clips still queued at the end")):
                 if n.get(key):
                     extra += f", {label} {n[key]}"
+        if n.get("flush_ms", 0) >= 10:  # waiting at the end (a speaker playing out)
+            extra += f"; end-of-stream drain {n['flush_ms']:.0f} ms"
         lines.append(f"  {nid:<12} {n['type']:<18} cpu {n['cpu_mean_ms']:.3f} ms mean, "
                      f"{n['cpu_p99_ms']:.3f} ms p99, {n['cpu_max_ms']:.3f} ms max{extra}")
     # wall-clock latency means something only when the audio arrived in real time

@@ -754,3 +754,34 @@ def test_merge_refuses_mixed_rates_with_the_fix():
     with pytest.raises(GraphError, match="use a dsp.merge node"):
         parse_graph((g % wav).replace('in = { a = "x.audio", b = "r.audio" }',
                                       'in = { a = ["x.audio", "r.audio"], b = "r.audio" }'))
+
+
+@register
+class _SlowFlush(Node):
+    """Test-only DSP node: light per block, waits 150 ms in flush (as a speaker draining)."""
+
+    type_name = "test.slow_flush"
+    inputs = {"audio": AUDIO}
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def process(self, io: NodeIO) -> None:
+        pass
+
+    def flush(self, io: NodeIO) -> None:
+        time.sleep(0.15)
+
+
+def test_a_drain_at_the_end_is_not_counted_as_a_quantums_cpu(tmp_path):
+    """Per-quantum CPU figures are what glitches are diagnosed with: a node's end-of-stream
+    flush (a speaker waiting for its buffer to play out) is reported apart, as flush_ms
+    (regression: sink.speaker showed a 50-160 ms 'cpu max' that was only its drain)."""
+    wav = tmp_path / "half_s.wav"
+    sf.write(wav, np.zeros((8000, 1), np.float32), 16000)
+    spec = parse_graph(f'[[nodes]]\nid="s"\ntype="source.file"\nparams={{path="{wav}"}}\n'
+                       '[[nodes]]\nid="f"\ntype="test.slow_flush"\nin={audio="s.audio"}\n')
+    st = Engine(spec, realtime=False).run()["nodes"]["f"]
+    assert st["cpu_calls"] >= 50 and st["cpu_max_ms"] < 100, st
+    assert st["flush_ms"] >= 150, st
