@@ -27,6 +27,7 @@ class AudioRing:
         self._r = 0  # total frames ever read (only the reader changes it)
         self.overflows = 0  # frames dropped because the ring was full
         self.underflows = 0  # frames zero-filled because the ring was empty
+        self.skipped = 0  # frames the reader discarded to catch up (trim)
 
     @property
     def available(self) -> int:
@@ -84,6 +85,17 @@ class AudioRing:
     def clear(self) -> None:
         """Reader side: discard everything buffered."""
         self._r = self._w
+
+    def trim(self, limit: int, keep: int) -> int:
+        """Reader side: when more than ``limit`` frames wait, discard the oldest so that
+        ``keep`` remain (O(1): the read index moves, nothing is copied); they are counted in
+        ``skipped``. Returns the frames discarded."""
+        n = self._w - self._r - keep
+        if self._w - self._r <= limit or n <= 0:
+            return 0
+        self._r += n
+        self.skipped += n
+        return n
 
 
 class HistoryRing:

@@ -328,3 +328,66 @@ def test_the_assistant_does_not_hear_its_own_reply(pulse, wired):
         assert eng.stats()["nodes"]["vad"]["muted_windows"] > 0
     else:
         assert echo, f"the unmuted VAD should have taken the echo for a turn: {texts}"
+
+
+@pytest.fixture
+def second_sink(pulse, monkeypatch):
+    """A second null sink as this process's speaker (``PULSE_SINK``), so that it can be
+    suspended while the microphone (the first sink's monitor) goes on."""
+    import subprocess
+
+    name = "virtual_headset"
+    have = subprocess.run(["pactl", "list", "short", "sinks"], capture_output=True, text=True)
+    module = None
+    if name not in have.stdout:
+        r = subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={name}"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot load a second null sink: {r.stderr.strip()}")
+        module = r.stdout.strip()
+    monkeypatch.setenv("PULSE_SINK", name)
+    yield name
+    subprocess.run(["pactl", "suspend-sink", name, "0"], check=False)
+    if module:
+        subprocess.run(["pactl", "unload-module", module], check=False)
+
+
+def test_a_speaker_that_stalls_a_moment_catches_up(second_sink):
+    """The speaker's device stops pulling for 2 s (suspended) while the microphone keeps
+    the graph going: afterwards the speaker's buffer must be back under max_latency_ms, not
+    hold the seconds it gathered (a reply, and a barge-in's stop, would be heard that late for
+    the rest of the session)."""
+    import subprocess
+
+    graph = LIVE + '\nparams = { max_latency_ms = 300, ring_s = 4 }\n'
+    eng = Engine(parse_graph(graph))
+    xruns: list[Event] = []
+    eng.on("engine.xrun", xruns.append)
+    with eng:
+        time.sleep(2.5)  # past the sink's start-up
+        spk = eng.node("speaker")
+        subprocess.run(["pactl", "suspend-sink", second_sink, "1"], check=True)
+        time.sleep(2.0)
+        backlog = spk.ring.available / 48000
+        subprocess.run(["pactl", "suspend-sink", second_sink, "0"], check=True)
+        time.sleep(1.5)
+        levels = []
+        for _ in range(10):
+            levels.append(spk.ring.available / 48000)
+            time.sleep(0.05)
+    assert backlog > 1.0, f"the suspended device kept pulling ({backlog:.2f} s buffered)"
+    assert max(levels) <= 0.3, f"still {max(levels):.2f} s behind the graph after the stall"
+    st = eng.stats()["nodes"]["speaker"]
+    assert st["skipped_frames"] > 0.3 * 48000
+    assert any(e.kind == "output_skipped" for e in xruns)
+
+
+def test_a_speaker_latency_cap_below_its_prime_is_refused_with_the_fix():
+    from engine.errors import GraphError
+
+    bad = LIVE + "\nparams = { prime_ms = 100, max_latency_ms = 120 }\n"
+    with pytest.raises(GraphError, match=r"max_latency_ms: must be at least prime_ms \+ 50"):
+        parse_graph(bad)
+    big = LIVE + "\nparams = { max_latency_ms = 5000 }\n"
+    with pytest.raises(GraphError, match="raise ring_s or lower max_latency_ms"):
+        parse_graph(big)

@@ -141,16 +141,18 @@ def open_input(device, samplerate: int, channels: int, blocksize: int, ring: Aud
 
 
 def open_output(device, samplerate: int, channels: int, blocksize: int, ring: AudioRing,
-                latency="low", prime_frames: int = 0) -> _Stream:
+                latency="low", prime_frames: int = 0, backlog: tuple[int, int] = (0, 0)
+                ) -> _Stream:
     pa = _instance()
     info = resolve_device(list_devices(), device, "output")
     stats = CallbackStats()
     clock, record = stats.clock, stats.record
     # PyAudio may ask for any frame count; keep a generous preallocated scratch buffer
     scratch = np.zeros((max(blocksize, 1) * 16, channels), np.float32)
-    read_into = ring.read_into
+    read_into, trim = ring.read_into, ring.trim
     cont = pyaudio.paContinue
     stats.priming = prime_frames
+    stats.backlog_limit, stats.backlog_keep = backlog
 
     def callback(in_data, frame_count, time_info, status):  # audio thread: copy + count only
         t0 = clock()
@@ -159,6 +161,8 @@ def open_output(device, samplerate: int, channels: int, blocksize: int, ring: Au
             out.fill(0)
         else:
             stats.priming = 0
+            if stats.backlog_limit:  # catch up after a stall: an index move, no copy
+                trim(stats.backlog_limit, stats.backlog_keep)
             read_into(out, True)
         if status & pyaudio.paOutputUnderflow:
             stats.output_underflows += 1

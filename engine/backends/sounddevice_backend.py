@@ -94,7 +94,7 @@ def input_callback(ring: AudioRing, stats: CallbackStats):
 def output_callback(ring: AudioRing, stats: CallbackStats):
     """The playback callback: fill ``outdata`` from ``ring`` (zero-fill on underrun); while
     ``stats.priming`` frames are not yet buffered it plays silence so playback starts whole."""
-    clock, read_into, record = stats.clock, ring.read_into, stats.record
+    clock, read_into, record, trim = stats.clock, ring.read_into, stats.record, ring.trim
 
     def callback(outdata, frames, time_info, status):  # audio thread: copy + count only
         t0 = clock()
@@ -102,6 +102,8 @@ def output_callback(ring: AudioRing, stats: CallbackStats):
             outdata.fill(0)
         else:
             stats.priming = 0
+            if stats.backlog_limit:  # catch up after a stall: an index move, no copy
+                trim(stats.backlog_limit, stats.backlog_keep)
             read_into(outdata, True)
         if status and status.output_underflow:
             stats.output_underflows += 1
@@ -126,10 +128,12 @@ def open_input(device, samplerate: int, channels: int, blocksize: int, ring: Aud
 
 
 def open_output(device, samplerate: int, channels: int, blocksize: int, ring: AudioRing,
-                latency="low", prime_frames: int = 0) -> _Stream:
+                latency="low", prime_frames: int = 0, backlog: tuple[int, int] = (0, 0)
+                ) -> _Stream:
     info = resolve_device(list_devices(), device, "output")
     stats = CallbackStats()
     stats.priming = prime_frames
+    stats.backlog_limit, stats.backlog_keep = backlog
     callback = output_callback(ring, stats)
 
     try:

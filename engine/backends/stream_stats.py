@@ -24,6 +24,10 @@ class CallbackStats:
         self.output_underflows = 0
         self.output_overflows = 0
         self.priming = 0
+        #: output: with more than ``backlog_limit`` frames buffered (the device stalled for a
+        #: moment and the graph went on), skip the oldest down to ``backlog_keep`` (0: never)
+        self.backlog_limit = 0
+        self.backlog_keep = 0
         self.frames = 0
         self.last_stream_time = 0.0
         self.last_callback_wall = 0.0

@@ -19,6 +19,16 @@ class Speaker(DeviceStream, Node):
     ``prime_ms`` of audio is buffered, so the first blocks do not underflow. In a run faster
     than real time the node waits for room in the ring (the speaker paces the graph).
 
+    A device that stops pulling for a moment (a Bluetooth or USB hiccup, a sound server busy
+    elsewhere, or starting up: PulseAudio's null sink takes up to 2 s) leaves the audio the
+    graph made meanwhile in the ring; by default it all plays, late, and everything after it
+    stays that late (up to ``ring_s``). Where being in step matters more than playing every
+    sample (an assistant's reply, whose barge-in stop would be heard seconds late), set
+    ``max_latency_ms``: once more than that waits, the output callback skips the oldest down
+    to ``prime_ms`` (moving the ring's read index: no copy), counted in ``skipped_frames`` and
+    reported as an ``engine.xrun`` of kind ``output_skipped``. Not in a run faster than real
+    time, where the speaker paces the graph and its ring is meant to be full.
+
     If the device stops pulling audio for ``stall_timeout_s`` (unplugged, suspended, sound
     server restarted), the graph goes on (what cannot be played is dropped and counted), the
     node reports an ``engine.xrun`` event of kind ``stall`` on ``status``, reopens the device in
@@ -40,6 +50,10 @@ class Speaker(DeviceStream, Node):
                              doc="audio backend")
         prime_ms: float = param(40.0, ge=0, le=2000, doc="audio buffered before playback")
         ring_s: float = param(2.0, gt=0, le=60, doc="output ring length in seconds")
+        max_latency_ms: float = param(0.0, ge=0, le=60000,
+                                      doc="more audio than this waiting (the device stalled "
+                                          "a moment): skip the oldest, down to prime_ms "
+                                          "(0: never, everything plays, late if need be)")
         stall_timeout_s: float = param(5.0, gt=0, doc="no callback for this long: the device "
                                                       "is considered lost and reopened")
 
@@ -59,6 +73,7 @@ class Speaker(DeviceStream, Node):
         self._glitch_report = 0.0
         self._under_seen = 0
         self._dropped_seen = 0
+        self._skipped_seen = 0
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         return {}
@@ -71,11 +86,23 @@ class Speaker(DeviceStream, Node):
         self._channels = s.channels
         self.stream = self._open()
 
+    @classmethod
+    def validate_params(cls, p: Params) -> list[str]:
+        if p.max_latency_ms and p.max_latency_ms < p.prime_ms + 50:
+            return [f"max_latency_ms: must be at least prime_ms + 50 ({p.prime_ms + 50:g}) or "
+                    f"0 (never skip), got {p.max_latency_ms:g}"]
+        if p.max_latency_ms > p.ring_s * 1000:
+            return [f"max_latency_ms: the ring holds {p.ring_s:g} s (ring_s), got "
+                    f"{p.max_latency_ms:g} ms: raise ring_s or lower max_latency_ms"]
+        return []
+
     def _open(self):
         p = self.params
         prime = int(self._rate * p.prime_ms / 1000)
+        limit = int(self._rate * p.max_latency_ms / 1000) if self.engine_realtime else 0
         return get_backend(p.backend).open_output(p.device, self._rate, self._channels, p.block,
-                                                  self.ring, p.latency, prime)
+                                                  self.ring, p.latency, prime,
+                                                  (limit, max(prime, 1)))
 
     def _reopen(self):
         """(reopen thread, while no stream reads the ring) Drop the audio queued for the lost
@@ -114,7 +141,8 @@ class Speaker(DeviceStream, Node):
         under = self.stream.stats.output_underflows + (self._earlier or {}).get(
             "output_underflows", 0)
         for kind, total, seen in (("output_underflow", under, "_under_seen"),
-                                  ("output_dropped", self.dropped, "_dropped_seen")):
+                                  ("output_dropped", self.dropped, "_dropped_seen"),
+                                  ("output_skipped", self.ring.skipped, "_skipped_seen")):
             if total > getattr(self, seen):
                 setattr(self, seen, total)
                 self._glitch_report = now
@@ -167,4 +195,5 @@ class Speaker(DeviceStream, Node):
         d.update(self._stream_stats())
         if self.ring is not None:
             d["ring_underflow_frames"] = self.ring.underflows
+            d["skipped_frames"] = self.ring.skipped
         return d
