@@ -391,3 +391,45 @@ def test_a_speaker_latency_cap_below_its_prime_is_refused_with_the_fix():
     big = LIVE + "\nparams = { max_latency_ms = 5000 }\n"
     with pytest.raises(GraphError, match="raise ring_s or lower max_latency_ms"):
         parse_graph(big)
+
+
+def test_barge_in_with_a_headset_stops_the_reply_and_the_user_is_heard(second_sink):
+    """Full duplex (the reply goes to a second sink, a headset the microphone does not hear;
+    the VAD's mute unwired): the user talks over a long reply; vad.speech_started ->
+    stop_playback() cuts it, and what they said is the next turn."""
+    text = ASSISTANT.read_text().replace(', mute = "reply.events"', "") + REC_NODE
+    eng = Engine(parse_graph(text, str(ASSISTANT)))
+    reply, rr = load_mono(shared("speech/ljspeech__LJ001-0001.wav"))  # 9.7 s
+    user1, r1 = load_mono(shared("speech/ljspeech__LJ001-0008.wav"))  # "has never been..."
+    user2, r2 = load_mono(shared("speech/librispeech-test-clean__1089-134691-0000.flac"))
+    finals, _ = _waiter(eng, "transcript.final")
+    started, is_started = _waiter(eng, "playback.started")
+    cut, is_cut = _waiter(eng, "playback.interrupted")
+    heard: list[Event] = []
+
+    def on_speech(ev: Event) -> None:
+        heard.append(ev)
+        eng.stop_playback()
+    eng.on("vad.speech_started", on_speech)
+    eng.on("transcript.final", lambda ev: eng.play(reply, rate=rr) if len(finals) == 1 else None)
+    with eng:
+        time.sleep(2.5)  # past the sinks' start-up
+        Player(user1, r1).start()
+        assert is_started.wait(15), "no reply"
+        time.sleep(1.5)
+        assert not cut, "the reply was cut before anyone spoke over it (an echo?)"
+        Player(user2, r2).start().join()
+        assert is_cut.wait(5), "talking over the reply did not stop it"
+        t0 = time.monotonic()
+        while len(finals) < 2 and time.monotonic() - t0 < 10:
+            time.sleep(0.1)
+    rec = eng.node("rec").audio[:, 0]
+    ref2, _ = load_mono(shared("speech/librispeech-test-clean__1089-134691-0000.flac"), 48000)
+    onset, ncc = best_alignment(ref2, rec)
+    assert ncc > 0.95
+    onset_s = (onset + np.flatnonzero(np.abs(ref2) > 0.02)[0]) / 48000  # first loud sample
+    stop_after = cut[0].time_s - onset_s  # on the graph's clock: the VAD's confirmation
+    assert 0 < stop_after < 0.8, stop_after  # (min_speech_ms 250 ms + a window) and a quantum
+    assert cut[0].played < cut[0].frames
+    assert len(finals) == 2, [f.text for f in finals]
+    assert len(_words(finals[1].text) & {"he", "could", "wait", "no", "longer"}) >= 4
