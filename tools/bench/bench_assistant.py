@@ -239,9 +239,11 @@ def main() -> int:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--prime-ms", type=float, help="the speaker's prime_ms (graph's if not)")
     ap.add_argument("--latency", choices=("low", "high"), help="the speaker's latency hint")
+    ap.add_argument("--max-latency-ms", type=float, help="the speaker's max_latency_ms")
     ap.add_argument("--only", choices=("turns", "barge_in"))
     a = ap.parse_args()
-    spk = {k: v for k, v in (("prime_ms", a.prime_ms), ("latency", a.latency)) if v is not None}
+    spk = {k: v for k, v in (("prime_ms", a.prime_ms), ("latency", a.latency),
+                             ("max_latency_ms", a.max_latency_ms)) if v is not None}
     over = {"speaker": spk} if spk else {}
     out = {}
     if a.only != "barge_in":
