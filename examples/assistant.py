@@ -17,6 +17,7 @@ stops it (``vad.speech_started`` -> ``Engine.stop_playback()``).
 from __future__ import annotations
 
 import argparse
+import queue
 import sys
 import time
 from pathlib import Path
@@ -43,26 +44,26 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reply", default=str(REPLY), help="audio file played as every reply")
     ap.add_argument("--headset", action="store_true", help="no echo: allow barge-in")
+    ap.add_argument("--think-s", type=float, default=0.3, help="pretend thinking time")
     ap.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     a = ap.parse_args()
     reply, reply_rate = sf.read(a.reply, dtype="float32")  # what a TTS would return
 
     eng = build(a.headset)
-    turns: list[tuple[str, float]] = []
+    turns: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    spoke = [0]  # user speech onsets so far: a reply to an older turn is stale
 
+    # callbacks run on the engine's dispatcher thread, one at a time: keep them short (a
+    # slow one would delay every later event, the barge-in's vad.speech_started included)
     def on_final(ev: Event) -> None:  # the user's turn is over (ev.last: not a cut part)
-        if not ev.last or not ev.text:
-            return
-        ended = eng.wall_time_of(ev.speech_end_sample / ev.sample_rate) or time.monotonic()
-        print(f"user: {ev.text}   ({time.monotonic() - ended:.2f} s after they stopped)")
-        turns.append((ev.text, ev.time_s))
-        # ... think: an LLM, a TTS ...
-        eng.play(reply, rate=reply_rate)
+        if ev.last and ev.text:
+            turns.put(ev)
 
     def on_segment(ev: Event) -> None:  # the turn's audio, e.g. for a speaker check
         print(f"      turn audio: {ev.duration_s:.2f} s at {ev.sample_rate} Hz")
 
     def on_speech(ev: Event) -> None:  # barge-in (never fires during a reply when muted)
+        spoke[0] += 1
         eng.stop_playback()
 
     eng.on("transcript.final", on_final)
@@ -70,16 +71,32 @@ def main() -> int:
     eng.on("vad.speech_started", on_speech)
     eng.on("playback.*", lambda ev: print(f"      {ev.type} at {ev.time_s:.2f} s"))
     print("listening (Ctrl-C to stop)")
-    with eng:  # leaving the block stops and drains the engine
+    done = 0
+    t_end = time.monotonic() + a.duration if a.duration else float("inf")
+    with eng:  # leaving the block (Ctrl-C included) stops the engine and drains it
         try:
-            eng.wait(a.duration)
+            while eng.running and time.monotonic() < t_end:
+                try:
+                    ev = turns.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                ended = eng.wall_time_of(ev.speech_end_sample / ev.sample_rate)
+                late = time.monotonic() - ended if ended else float("nan")
+                print(f"user: {ev.text}   ({late:.2f} s after they stopped)")
+                asked = spoke[0]
+                time.sleep(a.think_s)  # ... an LLM, a TTS: on this thread, not in a callback
+                if spoke[0] != asked:  # they spoke again meanwhile: answer that instead
+                    print("      (reply dropped: the user went on)")
+                    continue
+                eng.play(reply, rate=reply_rate)
+                done += 1
         except KeyboardInterrupt:
             print("\nstopping")
     st = eng.stats()
     mic, spk = st["nodes"]["mic"], st["nodes"]["speaker"]
-    print(f"{len(turns)} turns; final latency {st['latency'].get('transcript.final', {})}; "
+    print(f"{done} replies; final latency {st['latency'].get('transcript.final', {})}; "
           f"mic overflows {mic.get('input_overflows')}, speaker underflows "
-          f"{spk.get('output_underflows')}, dropped {spk.get('dropped_frames')}")
+          f"{spk.get('output_underflows')}, skipped {spk.get('skipped_frames')}")
     return 0
 
 
