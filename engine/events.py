@@ -165,15 +165,20 @@ class PlaybackFinished(Event):
 
 @dataclass(frozen=True)
 class PlaybackInterrupted(Event):
-    """``Engine.stop_playback`` cut a clip short (a barge-in): ``sample`` is where its output
-    ended (after a ``fade_ms`` fade), ``played`` how many of its ``frames`` went out;
-    ``played`` is 0 for a queued clip that never started (``start_sample`` is then -1)."""
+    """A clip did not play to its end: ``reason`` is ``"stopped"`` when
+    ``Engine.stop_playback`` cut it (a barge-in; ``sample`` is where its output ended, after a
+    ``fade_ms`` fade) or ``"ended"`` when the stream ended first (the engine stopped or its
+    input ran out; ``sample`` is the last sample output). ``played`` is how many of its
+    ``frames`` went out: 0 for a queued clip that never started (``start_sample`` is then
+    -1). Every clip ``play`` accepted ends in exactly one ``playback.finished`` or
+    ``playback.interrupted``."""
 
     type: ClassVar[str] = "playback.interrupted"
     clip: int = 0
     frames: int = 0
     played: int = 0
     start_sample: int = -1
+    reason: str = "stopped"
 
 
 @dataclass(frozen=True)

@@ -770,11 +770,15 @@ class Engine:
             for lst in io._events_out.values():
                 lst.clear()
             if st.node.is_source:
-                if wants is None:
+                if idx == flush_at:  # end of stream: a source may still have events to give
+                    io.frames = 0
+                    fn = st.node.flush
+                elif wants is None:
                     continue
-                io.frames = wants[st.id]
+                else:
+                    io.frames = wants[st.id]
+                    fn = st.node.process
                 io.start["audio"] = st.start_of.get("audio", 0)
-                fn = st.node.process
             elif flush_at is not None and idx < flush_at:
                 continue
             else:
@@ -794,14 +798,15 @@ class Engine:
         return node_time
 
     def _flush_all(self) -> None:
-        """End of stream: flush every node in topological order so finals come out. Before each
+        """End of stream: flush every node in topological order so finals come out (sources
+        too, where they define ``flush``: ``source.playback`` ends its clips). Before each
         flush, a silent pass delivers events still in flight from worker threads."""
         for st in self._states:
             st.io.stream_seconds = self.audio_seconds  # type: ignore[union-attr]
         for idx, st in enumerate(self._states):
             if self._abort:
                 break
-            if st.node.is_source:
+            if st.node.is_source and type(st.node).flush is Node.flush:
                 continue
             self._step(None)
             self._step(None, flush_at=idx)

@@ -117,6 +117,7 @@ def test_stop_playback_fades_the_clip_out_and_drops_the_queue():
                         ("playback.interrupted", a)}, "the queued clip must never start"
     cut = got[("playback.interrupted", a)]
     assert got[("playback.interrupted", b)].played == 0
+    assert cut.reason == got[("playback.interrupted", b)].reason == "stopped"
     fade = 240  # 5 ms at 48 kHz
     assert cut.played == cut.sample and 24000 <= cut.played < 48000
     p = cut.played
@@ -124,6 +125,29 @@ def test_stop_playback_fades_the_clip_out_and_drops_the_queue():
     ramp = 1 - np.arange(1, fade + 1, dtype=np.float32) / fade
     np.testing.assert_allclose(out[p - fade:p], clip[p - fade:p] * ramp, atol=1e-7)
     assert not out[p:].any(), "audio after the interruption"
+
+
+def test_clips_cut_by_the_end_of_the_stream_say_so():
+    """An application waiting for a clip's end must get one even when the input ends first."""
+    clip, _ = load_mono(shared("speech/ljspeech__LJ001-0001.wav"), 48000)
+    eng = _offline()
+    evs = _collect(eng)
+    eng.start()
+    a = eng.play(clip)
+    b = eng.play(clip)
+    eng.feed(np.zeros(24000, np.float32))
+    eng.end_feed()
+    assert eng.wait(30)
+    eng.stop()
+    got = {(e.type, e.clip): e for e in evs}
+    assert set(got) == {("playback.started", a), ("playback.interrupted", a),
+                        ("playback.interrupted", b)}
+    cut, queued = got[("playback.interrupted", a)], got[("playback.interrupted", b)]
+    assert cut.reason == queued.reason == "ended"
+    assert cut.played == cut.sample == 24000 and cut.start_sample == 0
+    assert queued.played == 0 and queued.start_sample == -1
+    st = eng.stats()["nodes"]["reply"]
+    assert st["clips_interrupted"] == 2 and st["clips_pending"] == 0
 
 
 def test_misuse_is_refused_with_the_fix():

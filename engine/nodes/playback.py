@@ -6,7 +6,9 @@ when its microphone, file or feed does). ``Engine.play(x, rate)`` queues a clip 
 id at once; clips play one after the other without gaps; ``Engine.stop_playback()`` cuts the
 current clip within one quantum (10 ms) with a ``fade_ms`` fade, so it does not click, and drops
 the queued ones (a barge-in). Each clip gives ``playback.started``, then ``playback.finished`` or
-``playback.interrupted``, stamped on this node's clock (the graph's, at its rate).
+``playback.interrupted`` (``reason`` ``"stopped"``, or ``"ended"`` when the stream ended
+first: the engine's drain flushes this source), stamped on this node's clock (the graph's, at
+its rate). A clip dropped before it started gives only ``playback.interrupted``.
 
 Real-time rules: ``Engine.play`` converts the clip (dtype, channels, rate through the engine's
 streaming resampler) on the caller's thread and posts it to a mailbox (a ``collections.deque``:
@@ -121,24 +123,26 @@ class Playback(Node):
         self._ended += 1
         self._retired.append(clip)
 
-    def _interrupt(self, io: NodeIO, at: int) -> None:
+    def _interrupt(self, io: NodeIO, at: int, reason: str = "stopped") -> None:
         rate = self.params.sample_rate
         for clip in self._queue:  # waiting clips end here without a sound
             io.emit("events", PlaybackInterrupted(at, rate, self.id, clip=clip.id,
-                                                  frames=len(clip.x)))
+                                                  frames=len(clip.x), reason=reason))
             self.counts["clips_interrupted"] += 1
             self._retire(clip)
         self._queue.clear()
         if self._cur is not None and self._fade_left < 0:
             self._fade_left = min(self._fade_len, len(self._cur.x) - self._cur.pos)
 
-    def _end_current(self, io: NodeIO, at: int, interrupted: bool) -> None:
+    def _end_current(self, io: NodeIO, at: int, interrupted: bool,
+                     reason: str = "stopped") -> None:
         c = self._cur
         assert c is not None
         rate = self.params.sample_rate
         if interrupted:
             io.emit("events", PlaybackInterrupted(at, rate, self.id, clip=c.id, frames=len(c.x),
-                                                  played=c.pos, start_sample=c.start))
+                                                  played=c.pos, start_sample=c.start,
+                                                  reason=reason))
             self.counts["clips_interrupted"] += 1
         else:
             io.emit("events", PlaybackFinished(at, rate, self.id, clip=c.id, frames=len(c.x),
@@ -148,17 +152,30 @@ class Playback(Node):
         self._cur = None
         self._fade_left = -1
 
-    def process(self, io: NodeIO) -> None:
-        out = io.out("audio")
-        n = min(io.frames, len(out))
-        at = io.start.get("audio", 0)
-        rate = self.params.sample_rate
+    def _read_mail(self, io: NodeIO, at: int) -> None:
         while self._mail:
             kind, clip = self._mail.popleft()
             if kind == "play":
                 self._queue.append(clip)  # type: ignore[arg-type]
             else:
                 self._interrupt(io, at)
+
+    def flush(self, io: NodeIO) -> None:
+        """End of stream: the clip playing and those waiting end as ``playback.interrupted``
+        with ``reason = "ended"`` (so an application waiting for a clip's end never hangs)."""
+        at = io.start.get("audio", 0)
+        self._read_mail(io, at)
+        self._fade_left = -1
+        self._interrupt(io, at, "ended")
+        if self._cur is not None:
+            self._end_current(io, at, interrupted=True, reason="ended")
+
+    def process(self, io: NodeIO) -> None:
+        out = io.out("audio")
+        n = min(io.frames, len(out))
+        at = io.start.get("audio", 0)
+        rate = self.params.sample_rate
+        self._read_mail(io, at)
         o = 0
         while o < n:
             c = self._cur
