@@ -19,13 +19,14 @@
    four recordings with voices (laughter, a cappella singing, a crying baby, a cheering crowd)
    are run apart, for information.
 3. Latency (``--realtime``): a third of the utterances replayed in real time, clean and at
-   10 dB in the same run: from each utterance's true end to its last final, and from its true
-   start to its first partial (``bench_captions.run_session``).
+   10 dB (the first seed's noise) in the same run: from each utterance's true end to its last
+   final, and from its true start to its first partial (``bench_captions.run_session``).
 
 ``--compare NAME=VALUE`` runs every fast condition a second time with that asr.whisper
 parameter (as ``bench_captions.py --asr``), so a guard's before / after comes from one run.
 
-    python tools/bench/bench_noisy_captions.py [--snr 20 10 5] [--realtime] [--details]
+    python tools/bench/bench_noisy_captions.py [--snr 20 10 5] [--seeds 0 1 2] [--realtime]
+        [--details]
         [--asr NAME=VALUE ...] [--compare NAME=VALUE] [--json PATH]
 """
 
@@ -155,6 +156,18 @@ def noise_only_runs(levels: list[float]) -> list[dict]:
     return out
 
 
+def summary(cs: list[dict]) -> list[str]:
+    """One SNR over the seeds: WER mean (range), strays pooled."""
+    w = [c["wer"] for c in cs]
+    whole = [c["wer_whole"] for c in cs if c["wer_whole"] is not None]
+    n = sum(len(c["stray"]) for c in cs)
+    t = sum(c["noise_s"] for c in cs)
+    return [cs[0]["snr"], f"{np.mean(w):.2f} ({min(w):.2f}-{max(w):.2f})",
+            f"{np.mean(whole):.2f} ({min(whole):.2f}-{max(whole):.2f})" if whole else "-",
+            f"{n} / {t:.0f} s", f"{n / t * 3600:.0f}",
+            f"{np.mean([c['end_p90'] for c in cs]):.2f}"]
+
+
 def parse_kv(kv: str) -> tuple[str, bool | float | str]:
     k, _, v = kv.partition("=")
     if v.lower() in ("true", "false"):
@@ -169,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--snr", type=float, nargs="*", default=[20, 10, 5])
     ap.add_argument("--gap", type=float, default=1.5, help="silence (noise) between utterances")
-    ap.add_argument("--seed", type=int, default=0, help="noise draw")
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0],
+                    help="noise draws (which noise lies under which sentence); one row each "
+                         "and a summary over all")
     ap.add_argument("--noise-dbfs", type=float, nargs="*", default=[-36, -26])
     ap.add_argument("--realtime", action="store_true", help="latency, clean and 10 dB")
     ap.add_argument("--details", action="store_true", help="print every stray/skipped text")
@@ -192,21 +207,25 @@ def main(argv: list[str] | None = None) -> int:
     from engine.models.whisper_onnx import WhisperOnnx
 
     model = WhisperOnnx(models_dir() / "whisper-tiny.en")
-    print(f"session: {len(utts)} utterances, -26 dBFS, {a.gap:g} s gaps; noise seed {a.seed}\n")
+    print(f"session: {len(utts)} utterances, -26 dBFS, {a.gap:g} s gaps; noise seeds "
+          f"{a.seeds}\n")
     for vname, params in variants:
         bc.ASR_PARAMS.clear()
         bc.ASR_PARAMS.update(params)
-        conds = noisy_conditions(utts, refs, a.gap, a.snr, a.seed,
-                                 model if vname == variants[0][0] else None)
+        conds = []
+        for seed in a.seeds:
+            for c in noisy_conditions(utts, refs, a.gap, a.snr, seed,
+                                      model if vname == variants[0][0] else None):
+                conds.append({**c, "seed": seed})
         noisy = noise_only_runs(a.noise_dbfs)
         res["variants"][vname] = {"conditions": conds, "noise_only": noisy}
         print(f"## asr: {vname} {params or ''}\n")
-        print(table(["SNR", "WER %", "WER % whole utterances, no VAD", "finals",
+        print(table(["seed", "SNR", "WER %", "WER % whole utterances, no VAD", "finals",
                      "utterances without a final",
                      "stray finals (noise only)", "per hour of noise",
                      "VAD end - true end p50 / p90 s", "rejected segments",
                      "ASR RTF", "run s"],
-                    [[c["snr"], f"{c['wer']:.2f}",
+                    [[c["seed"], c["snr"], f"{c['wer']:.2f}",
                       "-" if c["wer_whole"] is None else f"{c['wer_whole']:.2f}",
                       len(c["run"]["finals"]), c["missing"],
                       len(c["stray"]), f"{c['stray_per_h']:.0f}",
@@ -214,11 +233,19 @@ def main(argv: list[str] | None = None) -> int:
                       ", ".join(f"{k} {v}" for k, v in sorted(c["reasons"].items())) or "0",
                       f"{c['run']['asr_rtf']:.3f}", f"{c['run']['run_s']:.0f}"]
                      for c in conds]))
-        print(f"\n(noise-only time in the session: {conds[0]['noise_s']:.0f} s per SNR)\n")
+        print(f"\n(noise-only time in the session: {conds[0]['noise_s']:.0f} s per SNR and "
+              "seed)\n")
+        if len(a.seeds) > 1:
+            print(table(["SNR", f"WER % mean (range), {len(a.seeds)} seeds",
+                         "whole utterances, no VAD", "stray finals / noise-only time",
+                         "per hour", "VAD end - true end p90 s, mean"],
+                        [summary([c for c in conds if c["snr"] == snr])
+                         for snr in dict.fromkeys(c["snr"] for c in conds)]))
+            print()
         for c in conds:
             for f in c["stray"]:
-                print(f"  stray @ {c['snr']}: {f[0]:.1f}-{f[1]:.1f} s {f[2]!r} (logprob "
-                      f"{f[4]:.2f}, no-speech {f[5]:.2f})")
+                print(f"  stray @ seed {c['seed']}, {c['snr']}: {f[0]:.1f}-{f[1]:.1f} s {f[2]!r} "
+                      f"(logprob {f[4]:.2f}, no-speech {f[5]:.2f})")
         print()
         print(table(["noise only", "level dBFS", "seconds", "finals", "per hour",
                      "partials shown (segments)", "rejected segments"],
@@ -236,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.details:
             for c in conds:
                 for k in c["run"]["skipped"]:
-                    print(f"  rejected @ {c['snr']} ({k[2]}, utterance {k[4]}): {k[3]!r}")
+                    print(f"  rejected @ seed {c['seed']}, {c['snr']} ({k[2]}, utterance "
+                          f"{k[4]}): {k[3]!r}")
                 bad = sorted(range(len(refs)), key=lambda i: -len(set(normalize(refs[i]).split())
                                                                   ^ set(normalize(
                                                                       c["run"]["texts"][i])
@@ -249,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         bc.ASR_PARAMS.update(base)
         sub = list(range(0, len(utts), 3))
         speech, spans, _ = session([utts[i] for i in sub], a.gap)
-        noise = noise_track(np.random.default_rng(a.seed), noise_files()[0], len(speech))
+        noise = noise_track(np.random.default_rng(a.seeds[0]), noise_files()[0], len(speech))
         rows = []
         for snr in (None, 10.0):
             x = speech if snr is None else \
