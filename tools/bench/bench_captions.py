@@ -62,8 +62,12 @@ def rows() -> list[tuple[Path, str]]:
 ASR_PARAMS: dict = {}
 
 
+#: vad.silero parameters to change (bench_noisy_captions.py --vad: a permissive VAD)
+VAD_PARAMS: dict = {}
+
+
 def graph_for(model: str):
-    return load_graph(GRAPH, {"asr": {"model": model, **ASR_PARAMS},
+    return load_graph(GRAPH, {"asr": {"model": model, **ASR_PARAMS}, "vad": dict(VAD_PARAMS),
                               "log": {"path": "-", "include": []},
                               "subtitles": {"srt": "", "vtt": ""}})
 

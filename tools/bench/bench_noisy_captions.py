@@ -24,10 +24,13 @@
 
 ``--compare NAME=VALUE`` runs every fast condition a second time with that asr.whisper
 parameter (as ``bench_captions.py --asr``), so a guard's before / after comes from one run.
+``--vad threshold=0.01`` makes the VAD let noise through: what the recogniser's own guards do
+with it. Default run (one seed, no --realtime) about 1 minute on 2 cores; with --realtime and
+--compare about 4.5 minutes.
 
     python tools/bench/bench_noisy_captions.py [--snr 20 10 5] [--seeds 0 1 2] [--realtime]
         [--details]
-        [--asr NAME=VALUE ...] [--compare NAME=VALUE] [--json PATH]
+        [--asr NAME=VALUE ...] [--vad NAME=VALUE ...] [--compare NAME=VALUE] [--json PATH]
 """
 
 from __future__ import annotations
@@ -189,12 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--realtime", action="store_true", help="latency, clean and 10 dB")
     ap.add_argument("--details", action="store_true", help="print every stray/skipped text")
     ap.add_argument("--asr", action="append", default=[], metavar="NAME=VALUE")
+    ap.add_argument("--vad", action="append", default=[], metavar="NAME=VALUE",
+                    help="change a vad.silero parameter, e.g. threshold=0.01: a VAD that lets "
+                         "noise through, to see what the recogniser does with it")
     ap.add_argument("--compare", metavar="NAME=VALUE",
                     help="run the fast conditions again with this asr.whisper parameter")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     t_start = time.perf_counter()
     base = dict(parse_kv(kv) for kv in a.asr)
+    bc.VAD_PARAMS.update(parse_kv(kv) for kv in a.vad)
     variants = [("as configured", base)]
     if a.compare:
         variants.append((a.compare, {**base, **dict([parse_kv(a.compare)])}))
@@ -208,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = WhisperOnnx(models_dir() / "whisper-tiny.en")
     print(f"session: {len(utts)} utterances, -26 dBFS, {a.gap:g} s gaps; noise seeds "
-          f"{a.seeds}\n")
+          f"{a.seeds}{'; vad ' + str(bc.VAD_PARAMS) if bc.VAD_PARAMS else ''}\n")
     for vname, params in variants:
         bc.ASR_PARAMS.clear()
         bc.ASR_PARAMS.update(params)
