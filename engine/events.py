@@ -108,7 +108,9 @@ class TranscriptFinal(Event):
 class TranscriptSkipped(Event):
     """A speech segment ``[start_sample, sample)`` that gets no final: ``reason`` is
     ``too_short`` (under ``min_utterance_ms``), ``no_speech`` (Whisper's no-speech rule),
-    ``low_confidence`` (or empty text), ``repetition`` or ``compression`` (a looping decode);
+    ``low_confidence`` (or empty text), ``repetition`` or ``compression`` (a looping decode),
+    ``hallucination`` (only a phrase Whisper writes on non-speech, such as "Thank you.", with
+    its no-speech probability or log-probability on the non-speech side);
     ``text`` is the rejected hypothesis, if any. With it, every segment the recogniser takes
     ends in exactly one ``transcript.final`` or ``transcript.skipped`` at its end (a segment
     longer than ``max_window_s`` is cut into parts, each ending in one of the two)."""

@@ -946,7 +946,10 @@ class Engine:
                 pass
             nodes[st.id] = d
         lat = {}
-        for typ, vals in self._latency.items():
+        # the dispatch thread adds event types and values while another thread asks: copy both
+        # first (each copy is one C call, so no other thread runs during it)
+        for typ, dq in list(self._latency.items()):
+            vals = list(dq)
             w = np.array([v[0] for v in vals])
             a = np.array([v[1] for v in vals])
             lat[typ] = {"count": len(vals),

@@ -500,3 +500,47 @@ def test_second_ctrl_c_aborts_cleanly(tmp_path):
     assert json.loads((tmp_path / "stats.json").read_text())["audio_seconds"] > 4
     srt = (tmp_path / "out" / "captions.srt").read_text()
     assert srt.startswith("1\n") and srt.endswith("\n\n") or srt == ""
+
+
+@needs_model
+@pytest.mark.parametrize("guard", [True, False], ids=["default", "off"])
+def test_music_the_vad_lets_through_is_not_captioned_thank_you(guard, tmp_path, monkeypatch):
+    """Jazz guitar (a real recording, no voice) with the VAD made permissive (threshold 0.05), so
+    that Whisper hears some of it, as it does when the VAD lets noise through in a noisy room:
+    tiny.en writes "Thank you." with confidence (average log-probability about -0.75) while
+    rating no speech at about 0.8. Whisper's own rule needs both signals and keeps it; the
+    known-phrase guard drops it (``transcript.skipped``, reason ``hallucination``). Off, the
+    caption appears."""
+    import soundfile as sf
+
+    monkeypatch.chdir(tmp_path)
+    x, _ = load_mono(shared("events/ibm-max__jazz_guitar.wav"), 16000)
+    wav = tmp_path / "guitar.wav"
+    sf.write(wav, x, 16000, subtype="FLOAT")
+    eng = Engine(load_graph(GRAPH, {"vad": {"threshold": 0.05},
+                                    "asr": {"hallucination_guard": guard}}),
+                 input=wav, realtime=False)
+    finals = _finals(eng)
+    skipped: list[Event] = []
+    eng.on("transcript.skipped", skipped.append)
+    eng.run()
+    thanks = [f for f in finals if re.sub(r"\W", "", f.text.lower()) == "thankyou"]
+    caught = [s for s in skipped if s.reason == "hallucination"]
+    if guard:
+        assert not thanks, [(f.text, f.avg_logprob, f.no_speech_prob) for f in finals]
+        assert [re.sub(r"\W", "", s.text.lower()) for s in caught] == ["thankyou"], skipped
+    else:
+        assert thanks and thanks[0].no_speech_prob > 0.6 and thanks[0].avg_logprob > -1.0, \
+            [(f.text, f.avg_logprob, f.no_speech_prob) for f in finals]
+        assert not caught
+
+
+def test_known_hallucinations_are_whole_phrases_only():
+    from engine.nodes.asr import known_hallucination
+
+    for text in ("Thank you.", "you", "Thanks for watching!", "Subtitles by the Amara.org "
+                 "community", "Bye-bye."):
+        assert known_hallucination(text), text
+    for text in ("Thank you, Mr. President.", "Ask what you can do for your country.", "Yes.",
+                 "Go! Stop!", "...", ""):
+        assert not known_hallucination(text), text

@@ -21,6 +21,12 @@ Streaming policy (what a live captioner needs, after whisper_streaming's LocalAg
 * Guards: results with high no-speech probability and low log-probability are dropped, as are
   repetition loops (compression ratio > 2.4); a partial under ``logprob_threshold`` is not shown
   (a guess on the first syllables); previous text is never used as a prompt by default.
+* Known hallucinations: a result that is nothing but one of the phrases Whisper writes on
+  non-speech ("Thank you.", "you", "Thanks for watching!": :data:`HALLUCINATIONS`) is dropped
+  when *either* signal of the no-speech rule says non-speech (no-speech probability over
+  ``no_speech_threshold`` or average log-probability under ``logprob_threshold``), not only
+  when both do: on music or noise that the VAD lets through, Whisper says "Thank you." with
+  confidence (log-probability -0.6) while rating no speech at 0.8-0.95.
 * When decoding falls behind (items queued behind the current one), partials are skipped; finals
   never are. The node's queue is bounded and its drops are counted by the engine.
 
@@ -91,6 +97,30 @@ def resolve_model(name: str) -> Path:
     raise ModelError(f"unknown Whisper model '{name}': give a manifest name (see "
                      "`audio-engine models list`) or a folder made by "
                      "`audio-engine models convert-whisper CT2_DIR OUT_DIR`")
+
+
+#: What Whisper writes on non-speech (music, noise, silence), learned from subtitles (video
+#: outros, sign-offs, fillers); normalised as :func:`_norm_text`. After the frequent entries of
+#: the "bag of hallucinations" of Barański et al. 2025 (arXiv 2501.11378) and the phrases
+#: reported in openai/whisper's discussions; only whole results that are one of these count.
+HALLUCINATIONS = frozenset({
+    "you", "thank you", "thank you very much", "thank you so much", "thanks",
+    "thanks for watching", "thank you for watching", "thanks for listening",
+    "thank you for listening", "please subscribe", "subscribe", "like and subscribe", "bye",
+    "bye bye", "goodbye", "so", "oh", "okay", "hmm", "mm", "the end",
+    "subtitles by the amara org community"})
+
+
+def _norm_text(text: str) -> str:
+    """Lower-case words without punctuation; dots and hyphens split words ("Amara.org",
+    "Bye-bye")."""
+    return " ".join(w for w in (_norm_word(w) for w in re.split(r"[\s.\-]+", text)) if w)
+
+
+def known_hallucination(text: str) -> bool:
+    """True when the whole ``text`` is one of :data:`HALLUCINATIONS` ("Thank you.", "You",
+    "Thanks for watching!"), case and punctuation aside."""
+    return _norm_text(text) in HALLUCINATIONS
 
 
 MIN_WORDS_PER_S = 0.5  # under this a final has stopped early (speech has 2-3 words per second)
@@ -185,6 +215,9 @@ class WhisperAsr(Node):
                                        "this (average log-probability) is decoded again on the "
                                        "30 s window; the more confident result is kept")
         compression_ratio_threshold: float = param(2.4, gt=0)
+        hallucination_guard: bool = param(True, doc="drop a result that is only one of "
+                                          "Whisper's known non-speech phrases ('Thank you.', "
+                                          "'you') when either no-speech signal says so")
         min_utterance_ms: float = param(200.0, ge=0, doc="shorter speech is not decoded")
         condition_on_previous: bool = param(False, doc="prompt with the previous final")
         threads: int = param(1, ge=1, le=16, doc="onnxruntime intra-op threads")
@@ -394,8 +427,12 @@ class WhisperAsr(Node):
         p = self.params
         if res is None or not any(ch.isalnum() for ch in res.text):
             return "low_confidence"
-        if res.no_speech_prob > p.no_speech_threshold and res.avg_logprob < p.logprob_threshold:
+        weak = (res.no_speech_prob > p.no_speech_threshold,
+                res.avg_logprob < p.logprob_threshold)
+        if all(weak):
             return "no_speech"
+        if p.hallucination_guard and any(weak) and known_hallucination(res.text):
+            return "hallucination"
         if res.compression_ratio > p.compression_ratio_threshold:
             return "compression"
         return "repetition" if res.stop_reason == "repetition" else ""

@@ -62,8 +62,12 @@ def rows() -> list[tuple[Path, str]]:
 ASR_PARAMS: dict = {}
 
 
+#: vad.silero parameters to change (bench_noisy_captions.py --vad: a permissive VAD)
+VAD_PARAMS: dict = {}
+
+
 def graph_for(model: str):
-    return load_graph(GRAPH, {"asr": {"model": model, **ASR_PARAMS},
+    return load_graph(GRAPH, {"asr": {"model": model, **ASR_PARAMS}, "vad": dict(VAD_PARAMS),
                               "log": {"path": "-", "include": []},
                               "subtitles": {"srt": "", "vtt": ""}})
 
@@ -137,15 +141,17 @@ def run_session(model: str, audio: np.ndarray, spans, realtime: bool) -> dict:
         eng = Engine(graph_for(model), input=wav, realtime=realtime)
         finals: list = []
         partials: list = []
+        skipped: list = []
         eng.on("transcript.final", finals.append)
         eng.on("transcript.partial", partials.append)
+        eng.on("transcript.skipped", skipped.append)
         eng.run()
         st = eng.stats()
 
     def owner(ev) -> int:
         s, e = ev.start_sample / 16000, ev.time_s
         ov = [max(0.0, min(e, b) - max(s, a)) for a, b in spans]
-        return int(np.argmax(ov)) if max(ov) > 0 else -1
+        return int(np.argmax(ov)) if ov and max(ov) > 0 else -1
 
     end_lat, start_lat, texts = [], [], [""] * len(spans)
     for i, (a, b) in enumerate(spans):
@@ -161,8 +167,15 @@ def run_session(model: str, audio: np.ndarray, spans, realtime: bool) -> dict:
            "asr_rtf": asr["rtf"], "partials": asr["partials"],
            "partials_skipped": asr["partials_skipped"], "queue_drops": asr["queue_drops"],
            "partials_unsure": asr["partials_unsure"], "rechecks_30s": asr["rechecks_30s"],
-           "fallbacks_30s": asr["fallbacks_30s"], "audio_seconds": st["audio_seconds"]}
-    if realtime:
+           "fallbacks_30s": asr["fallbacks_30s"], "audio_seconds": st["audio_seconds"],
+           # every caption and rejected segment: (start s, end s, text, utterance or -1, ...)
+           "finals": [(f.start_sample / 16000, f.time_s, f.text, owner(f), f.avg_logprob,
+                       f.no_speech_prob) for f in finals],
+           "skipped": [(k.start_sample / 16000, k.time_s, k.reason, k.text, owner(k))
+                       for k in skipped],
+           "partial_texts": [(p.start_sample / 16000, p.time_s, p.text, owner(p))
+                             for p in partials]}
+    if realtime and end_lat:
         out.update(final_latency_p50_s=float(np.percentile(end_lat, 50)),
                    final_latency_p90_s=float(np.percentile(end_lat, 90)),
                    first_partial_latency_p50_s=float(np.percentile(start_lat, 50)),

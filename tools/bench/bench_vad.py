@@ -169,25 +169,9 @@ def noise_files() -> tuple[list[Path], list[Path]]:
     return clean, voiced
 
 
-def build_set(rng: np.random.Generator, utts, noises) -> dict:
-    """Speech track with gaps, its truth, and a matching unit-power noise track."""
-    order = rng.permutation(len(utts))
-    parts, truth, runs, pos = [], [], [], 0
-    for i in order:
-        gap = np.zeros(int(rng.uniform(0.8, 2.5) * SR), np.float32)
-        parts.append(gap)
-        pos += len(gap)
-        x = utts[i][1]
-        a, b = active_span(x)
-        truth.append((pos + a, pos + b))
-        for pa, pb in active_runs(x, a, b):
-            runs.append((pos + pa, pos + pb))
-        parts.append(x)
-        pos += len(x)
-    parts.append(np.zeros(SR, np.float32))
-    speech = np.concatenate(parts)
-    n = len(speech)
-    # noise: pieces of every clip (equal RMS), chained with cross-fades, shuffled
+def noise_track(rng: np.random.Generator, noises: list[Path], n: int) -> np.ndarray:
+    """``n`` samples of unit-power noise: pieces of 2-8 s of every clip (each at equal RMS),
+    drawn at random and chained with 20 ms cross-fades."""
     clips = []
     for p in noises:
         x = read16(p)
@@ -208,7 +192,28 @@ def build_set(rng: np.random.Generator, utts, noises) -> dict:
         noise[at:end] += piece[:end - at]
         at += ln - fade
     noise = noise[:n]
-    noise /= np.sqrt(np.mean(noise ** 2))
+    return noise / np.sqrt(np.mean(noise ** 2))
+
+
+def build_set(rng: np.random.Generator, utts, noises) -> dict:
+    """Speech track with gaps, its truth, and a matching unit-power noise track."""
+    order = rng.permutation(len(utts))
+    parts, truth, runs, pos = [], [], [], 0
+    for i in order:
+        gap = np.zeros(int(rng.uniform(0.8, 2.5) * SR), np.float32)
+        parts.append(gap)
+        pos += len(gap)
+        x = utts[i][1]
+        a, b = active_span(x)
+        truth.append((pos + a, pos + b))
+        for pa, pb in active_runs(x, a, b):
+            runs.append((pos + pa, pos + pb))
+        parts.append(x)
+        pos += len(x)
+    parts.append(np.zeros(SR, np.float32))
+    speech = np.concatenate(parts)
+    n = len(speech)
+    noise = noise_track(rng, noises, n)
     mask = np.zeros(n, bool)
     for a, b in truth:
         mask[a:b] = True
