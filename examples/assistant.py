@@ -25,7 +25,6 @@ from pathlib import Path
 import soundfile as sf
 
 from engine.events import Event
-from engine.graph import parse_graph
 from engine.runtime import Engine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,10 +33,10 @@ REPLY = REPO.parent / "shared" / "data" / "speech" / "ljspeech__LJ001-0002.wav"
 
 
 def build(headset: bool) -> Engine:
-    text = GRAPH.read_text()
-    if headset:  # no echo to fear: let the VAD hear the user over the reply
-        text = text.replace(', mute = "reply.events"', "")
-    return Engine(parse_graph(text, str(GRAPH)))
+    eng = Engine.from_file(GRAPH)
+    if headset:  # no echo to fear: let the VAD hear the user over the reply (a run-time
+        eng.set("vad", follow_playback=False)  # control: switch it back when the headset goes)
+    return eng
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.errors import EngineError
+from engine.errors import EngineError, ParamError
 from engine.events import Event
 from engine.graph import parse_graph
 from engine.runtime import Engine
@@ -220,6 +220,48 @@ def test_the_vad_is_deaf_while_a_reply_plays_when_muted(wired):
         assert muted == pytest.approx(2.3 * 16000 / 512, abs=2)
     else:  # the speech is heard at once
         assert min(starts) < 1.5 and muted == 0  # (the recording starts with 0.3 s of silence)
+
+
+def _fed_until_heard(eng: Engine, x: np.ndarray, rate: int) -> None:
+    """Feed ``x`` and wait until the graph has taken it (all but a partial 10 ms quantum, which
+    waits for more), so that a control set next applies from about here on."""
+    target = eng.audio_seconds + len(x) / rate - 0.01
+    eng.feed(x)
+    t0 = time.monotonic()
+    while eng.audio_seconds < target - 1e-6:
+        assert time.monotonic() - t0 < 30, "the fed audio was not taken"
+        time.sleep(0.01)
+
+
+def test_vad_controls_listen_and_follow_playback():
+    """``Engine.set("vad", listen=False)`` is a mute button (no segment while off, heard again
+    when on); ``follow_playback=False`` ignores the mute port (a headset was put on)."""
+    speech, _ = load_mono(shared("speech/librispeech-test-clean__1089-134686-0001.flac"), 16000)
+    gap = np.zeros(16000, np.float32)
+    part = np.concatenate([gap, speech, gap])
+    n = len(part)
+    eng = Engine(parse_graph(MUTED.format(mute=', mute = "reply.events"')), input="feed",
+                 realtime=False)
+    evs = _collect(eng, "vad.speech_started")
+    eng.start()
+    _fed_until_heard(eng, part, 16000)           # 1: heard
+    eng.set("vad", listen=False)
+    _fed_until_heard(eng, part, 16000)           # 2: the mute button is on
+    eng.set("vad", listen=True)
+    _fed_until_heard(eng, part, 16000)           # 3: heard again
+    eng.play(np.zeros(10 * n, np.float32))       # a long reply: the mute port deafens it...
+    _fed_until_heard(eng, part, 16000)           # 4: not heard
+    eng.set("vad", follow_playback=False)        # ...until a headset goes on
+    _fed_until_heard(eng, part, 16000)           # 5: heard over the reply
+    eng.end_feed()
+    assert eng.wait(60)
+    eng.stop()
+    parts = sorted({e.sample // n for e in evs})
+    assert parts == [0, 2, 4], [e.sample / 16000 for e in evs]
+    assert eng.stats()["nodes"]["vad"]["muted_windows"] >= 2 * (n // 512) - 4
+    for bad in ({"listen": 1}, {"mute": True}, {}):
+        with pytest.raises(ParamError, match="listen = True/False"):
+            eng.set("vad", **bad)
 
 
 # ---------------------------------------------------------------- the real PortAudio path

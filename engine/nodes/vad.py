@@ -20,6 +20,11 @@ Ports
     transcript; a segment already open ends as usual. Leave it unwired when the user wears a
     headset, so that talking over the reply (a barge-in) is heard. Counted in
     ``muted_windows``.
+
+Controls (``Engine.set(node_id, ...)``, applied at the next quantum): ``listen = False`` makes
+every window count as silence until ``listen = True`` (a mute button, push-to-talk: an open
+segment ends as usual after ``min_silence_ms``); ``follow_playback = False`` ignores the
+``mute`` port until set back to True (the user put a headset on and may now talk over a reply).
 ``events`` (out)
     :class:`~engine.events.SpeechStarted` (``sample`` = onset including ``speech_pad_ms``) and
     :class:`~engine.events.SpeechStopped` (``sample`` = end including the pad,
@@ -58,7 +63,7 @@ import numpy as np
 
 from ..dsp.fixed_block import FixedWindows
 from ..dsp.vad_state import Boundary, VadStateMachine
-from ..errors import ModelError, NegotiationError
+from ..errors import ModelError, NegotiationError, ParamError
 from ..events import SpeechStarted, SpeechStopped, VadProbability
 from ..models.manifest import model_file
 from ..node import (
@@ -127,6 +132,8 @@ class _GatedVad(Node):
         # mute port: windows starting in [_mute_from, _mute_until) count as silence
         self._mute_from = math.inf
         self._mute_until = -math.inf
+        self._listen = True  # controls (DSP thread): see the module docstring
+        self._follow_playback = True
 
     # -- to be provided by subclasses
     def _geometry(self, rate: int) -> tuple[int, int]:
@@ -218,6 +225,21 @@ class _GatedVad(Node):
                 self._mute_until = end if self._mute_until == math.inf \
                     else max(self._mute_until, end)
 
+    _CONTROLS = ("listen", "follow_playback")
+
+    def check_control(self, values: dict[str, Any]) -> None:
+        bad = [f"{k} = {v!r}" for k, v in values.items()
+               if k not in self._CONTROLS or not isinstance(v, bool)]
+        if bad or not values:
+            raise ParamError(f"{self.id}: controls take listen = True/False and "
+                             f"follow_playback = True/False, got {', '.join(bad) or 'nothing'}")
+
+    def control(self, values: dict[str, Any]) -> None:
+        """``listen`` / ``follow_playback`` (booleans), from the runtime between blocks."""
+        self.check_control(values)
+        self._listen = values.get("listen", self._listen)
+        self._follow_playback = values.get("follow_playback", self._follow_playback)
+
     def _start_clock(self, start: int) -> None:
         self._base = start
         self._end = start
@@ -262,7 +284,8 @@ class _GatedVad(Node):
 
     def _window(self, io: NodeIO, win: np.ndarray, index: int) -> None:
         p = self._probability(win)  # run even when muted: the detector's state follows
-        if self._mute_from <= index < self._mute_until:
+        if not self._listen or (self._follow_playback
+                                and self._mute_from <= index < self._mute_until):
             p = 0.0
             self._counts["muted_windows"] += 1
         sm = self._sm
