@@ -150,6 +150,34 @@ def test_clips_cut_by_the_end_of_the_stream_say_so():
     assert st["clips_interrupted"] == 2 and st["clips_pending"] == 0
 
 
+def test_a_stop_in_the_last_frames_of_a_clip_fades_from_full_volume():
+    """A stop that comes when less than ``fade_ms`` of the clip is left fades what is left
+    from 1 to 0, rather than jumping into the end of a full-length fade (a click)."""
+    left = 100  # frames of the clip still to play when the stop arrives (a fade is 240)
+    clip = np.full(4800 + left, 0.5, np.float32)
+    eng = _offline()
+    evs = _collect(eng, "playback.interrupted")
+    eng.start()
+    eng.play(clip)
+    eng.feed(np.zeros(4800, np.float32))  # 10 whole quanta: 4800 frames of the clip played
+    t0 = time.monotonic()
+    while eng.audio_seconds < 0.1 - 1e-9:
+        assert time.monotonic() - t0 < 30, "the fed audio was not taken"
+        time.sleep(0.005)
+    eng.stop_playback()  # read at the next quantum, when 100 frames are left
+    eng.feed(np.zeros(4800, np.float32))
+    eng.end_feed()
+    assert eng.wait(30)
+    eng.stop()
+    out = eng.node("out").audio[:, 0]
+    assert np.array_equal(out[:4800], clip[:4800])
+    ramp = 1 - np.arange(1, left + 1, dtype=np.float32) / left
+    np.testing.assert_allclose(out[4800:4800 + left], 0.5 * ramp, atol=1e-7)
+    assert not out[4800 + left:].any()
+    assert [(e.played, e.sample, e.reason) for e in evs] == [(4800 + left, 4800 + left,
+                                                               "stopped")]
+
+
 def test_misuse_is_refused_with_the_fix():
     eng = _offline(extra=", max_clips = 2")
     x = np.zeros(480, np.float32)

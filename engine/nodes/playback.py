@@ -75,6 +75,7 @@ class Playback(Node):
         self._queue: deque[_Clip] = deque()  # DSP thread only
         self._cur: _Clip | None = None
         self._fade_left = -1  # frames of fade still to go (-1: not fading)
+        self._fade_total = 0  # frames of the fade under way (the ramp's length)
         self._next_id = 1  # caller's side
         self._submitted = 0  # caller's side: clips posted
         self._ended = 0  # DSP side: clips finished or interrupted
@@ -88,7 +89,8 @@ class Playback(Node):
     def prepare(self, specs: dict[str, AudioSpec]) -> None:
         self._fade_len = int(round(self.params.fade_ms * self.params.sample_rate / 1000))
         n = max(self._fade_len, 1)
-        self._ramp = (1.0 - np.arange(1, n + 1, dtype=np.float32) / n)[:, None]
+        self._steps = np.arange(1, n + 1, dtype=np.float32)[:, None]  # 1..n
+        self._ramp = np.empty((n, 1), np.float32)  # the fade under way, set by _interrupt
 
     # -- the application's thread
     @property
@@ -132,7 +134,14 @@ class Playback(Node):
             self._retire(clip)
         self._queue.clear()
         if self._cur is not None and self._fade_left < 0:
-            self._fade_left = min(self._fade_len, len(self._cur.x) - self._cur.pos)
+            # fade from full volume to 0 over fade_ms, or over what is left of the clip if
+            # that is shorter (a full ramp's tail would start near 0: the click a fade avoids)
+            m = min(self._fade_len, len(self._cur.x) - self._cur.pos)
+            if m:
+                r = self._ramp[:m]
+                np.divide(self._steps[:m], np.float32(m), out=r)
+                np.subtract(np.float32(1), r, out=r)
+            self._fade_total = self._fade_left = m
 
     def _end_current(self, io: NodeIO, at: int, interrupted: bool,
                      reason: str = "stopped") -> None:
@@ -191,7 +200,7 @@ class Playback(Node):
                 continue
             if self._fade_left > 0:  # fading out: multiply by the rest of the ramp
                 k = min(n - o, self._fade_left)
-                r = self._fade_len - self._fade_left
+                r = self._fade_total - self._fade_left
                 np.multiply(c.x[c.pos:c.pos + k], self._ramp[r:r + k], out=out[o:o + k])
                 self._fade_left -= k
             else:
