@@ -438,11 +438,12 @@ class Engine:
         [-1, 1] or integer PCM); a mono clip goes to every channel. ``rate``: its sample
         rate, if not the node's; it is resampled here, on the caller's thread, with the
         engine's streaming resampler (about 2 ms per second of audio). ``node``: the
-        playback node's id, needed only when the graph has several. Call it from one thread
-        at a time (a callback, or the main thread); :meth:`stop_playback` may come from any
-        other. A clip still playing when the engine stops ends without an event. Raises
-        :class:`EngineError` on misuse (not started, no playback node, ``max_clips`` clips
-        already waiting, a bad array)."""
+        playback node's id, needed only when the graph has several. Safe from any thread, and
+        from several at once (the main thread and a callback). Clips still playing or waiting
+        when the stream ends get ``playback.interrupted`` with ``reason = "ended"`` (not after
+        ``stop(drain=False)``, which drops them without events). Raises :class:`EngineError`
+        on misuse (not started or already ended, no playback node, ``max_clips`` clips already
+        waiting, a bad array)."""
         pb = self._playback_node(node, "play()")
         if not self._started or self._done.is_set() or self._stop.is_set():
             raise EngineError("play() needs a running engine: call start() first (an engine "

@@ -178,6 +178,59 @@ def test_a_stop_in_the_last_frames_of_a_clip_fades_from_full_volume():
                                                                "stopped")]
 
 
+def test_a_clip_offered_after_the_stream_ended_is_refused():
+    """The drain ends every clip the node holds; one posted after that would wait forever
+    without an event (an assistant waiting for its end hangs), so it is refused."""
+    eng = _offline()
+    evs = _collect(eng)
+    eng.start()
+    pb = eng.node("reply")
+    eng.end_feed()
+    assert eng.wait(30)
+    with pytest.raises(EngineError, match="ended"):
+        pb.submit(np.zeros((480, 1), np.float32))  # as a play() that passed its check
+    with pytest.raises(EngineError, match="start"):
+        eng.play(np.zeros(480, np.float32))
+    eng.stop_playback()  # harmless
+    eng.stop()
+    assert evs == [] and eng.stats()["nodes"]["reply"]["clips_pending"] == 0
+
+
+def test_play_from_several_threads_gives_each_clip_its_own_id_and_end():
+    """play() from the main thread and from callbacks at once: ids stay unique and every
+    accepted clip ends in exactly one event."""
+    import sys
+
+    eng = _offline(extra=", max_clips = 10000")
+    evs = _collect(eng)
+    eng.start()
+    pb = eng.node("reply")
+    x = np.zeros((1, 1), np.float32)
+    ids: list[list[int]] = [[] for _ in range(4)]
+
+    def hammer(out: list[int]) -> None:
+        for _ in range(2000):
+            out.append(pb.submit(x))
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    eng.end_feed()  # the clips wait (no audio fed): the end of the stream ends them all
+    assert eng.wait(30)
+    eng.stop()
+    every = [i for lst in ids for i in lst]
+    assert len(set(every)) == len(every) == 8000, "two clips got the same id"
+    ends = [e.clip for e in evs if e.type != "playback.started"]
+    assert sorted(ends) == sorted(every)
+    assert eng.stats()["nodes"]["reply"]["clips_pending"] == 0
+
+
 def test_misuse_is_refused_with_the_fix():
     eng = _offline(extra=", max_clips = 2")
     x = np.zeros(480, np.float32)

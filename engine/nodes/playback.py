@@ -14,14 +14,22 @@ Real-time rules: ``Engine.play`` converts the clip (dtype, channels, rate throug
 streaming resampler) on the caller's thread and posts it to a mailbox (a ``collections.deque``:
 append / popleft are atomic, nobody waits); ``process`` on the DSP thread only slices and copies
 into the preallocated output (a multiply into it during a fade), emits the events, and hands
-clips it is done with back to the caller's thread to be freed there (JUCE frees the old graph
-off the audio thread likewise). At most ``max_clips`` clips may wait; ``play`` beyond that
-raises rather than letting memory grow.
+clips it is done with back to the callers' threads to be freed there (JUCE frees the old graph
+off the audio thread likewise): the next ``play`` / ``stop_playback`` frees them. At most
+``max_clips`` clips may wait; ``play`` beyond that raises rather than letting memory grow.
+
+Threads: ``play`` and ``stop_playback`` may come from any threads at once (the main thread
+and an event callback, say). ``submit``'s bookkeeping (the id, the count, the post) is under a
+lock that only callers take, and the DSP thread only once: at ``flush``, the end of the stream,
+to close the mailbox, so that a clip is either in it before the drain reads it (and gets its
+``"ended"`` event) or refused (``EngineError``), never lost without an event. ``process`` takes
+no lock.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +84,10 @@ class Playback(Node):
         self._cur: _Clip | None = None
         self._fade_left = -1  # frames of fade still to go (-1: not fading)
         self._fade_total = 0  # frames of the fade under way (the ramp's length)
-        self._next_id = 1  # caller's side
-        self._submitted = 0  # caller's side: clips posted
+        self._lock = threading.Lock()  # callers' bookkeeping; the DSP thread: at flush only
+        self._closed = False  # under _lock: the stream has ended, no clip is taken
+        self._next_id = 1  # under _lock
+        self._submitted = 0  # under _lock: clips posted
         self._ended = 0  # DSP side: clips finished or interrupted
         self.counts = {"clips_finished": 0, "clips_interrupted": 0, "frames_played": 0}
 
@@ -104,21 +114,28 @@ class Playback(Node):
         if x.ndim != 2 or x.shape[1] != self.params.channels or x.dtype != np.float32:
             raise EngineError(f"{self.id}: a clip must be float32 frames x "
                               f"{self.params.channels}, got {x.dtype} {x.shape}")
-        self._retired.clear()
-        if self.pending >= self.params.max_clips:
-            raise EngineError(f"play(): {self.pending} clips are waiting on '{self.id}' "
-                              f"(max_clips = {self.params.max_clips}): wait for "
-                              "playback.finished, call stop_playback(), or raise max_clips")
-        clip = _Clip(self._next_id, np.ascontiguousarray(x))
-        self._next_id += 1
-        self._submitted += 1
-        self._mail.append(("play", clip))
+        self._retired.clear()  # frees them here, outside the lock
+        x = np.ascontiguousarray(x)
+        with self._lock:
+            if self._closed:
+                raise EngineError(f"play(): the stream has ended: '{self.id}' plays nothing "
+                                  "more (an Engine runs once: create a new one)")
+            if self.pending >= self.params.max_clips:
+                raise EngineError(f"play(): {self.pending} clips are waiting on '{self.id}' "
+                                  f"(max_clips = {self.params.max_clips}): wait for "
+                                  "playback.finished, call stop_playback(), or raise max_clips")
+            clip = _Clip(self._next_id, x)
+            self._next_id += 1
+            self._submitted += 1
+            self._mail.append(("play", clip))
         return clip.id
 
     def interrupt(self) -> None:
-        """Cut the playing clip (with a fade) and drop the waiting ones, at the next quantum."""
+        """Cut the playing clip (with a fade) and drop the waiting ones, at the next quantum.
+        Any thread; after the end of the stream it does nothing."""
         self._retired.clear()
-        self._mail.append(("stop", None))
+        if not self._closed:
+            self._mail.append(("stop", None))
 
     # -- the DSP thread
     def _retire(self, clip: _Clip) -> None:
@@ -173,6 +190,8 @@ class Playback(Node):
         """End of stream: the clip playing and those waiting end as ``playback.interrupted``
         with ``reason = "ended"`` (so an application waiting for a clip's end never hangs)."""
         at = io.start.get("audio", 0)
+        with self._lock:  # after this no clip enters the mailbox: the drain sees them all
+            self._closed = True
         self._read_mail(io, at)
         self._fade_left = -1
         self._interrupt(io, at, "ended")
