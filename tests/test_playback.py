@@ -231,6 +231,24 @@ def test_play_from_several_threads_gives_each_clip_its_own_id_and_end():
     assert eng.stats()["nodes"]["reply"]["clips_pending"] == 0
 
 
+def test_finished_clips_are_not_kept_once_the_engine_stopped():
+    import gc
+    import weakref
+
+    eng = _offline()
+    eng.start()
+    x = np.zeros(4800, np.float32)
+    held = weakref.ref(x)
+    eng.play(x)  # at the node's rate: the clip is a view of x
+    del x
+    eng.feed(np.zeros(9600, np.float32))
+    eng.end_feed()
+    assert eng.wait(30)
+    eng.stop()
+    gc.collect()
+    assert held() is None, "the engine still holds a clip it finished"
+
+
 def test_misuse_is_refused_with_the_fix():
     eng = _offline(extra=", max_clips = 2")
     x = np.zeros(480, np.float32)

@@ -15,8 +15,9 @@ streaming resampler) on the caller's thread and posts it to a mailbox (a ``colle
 append / popleft are atomic, nobody waits); ``process`` on the DSP thread only slices and copies
 into the preallocated output (a multiply into it during a fade), emits the events, and hands
 clips it is done with back to the callers' threads to be freed there (JUCE frees the old graph
-off the audio thread likewise): the next ``play`` / ``stop_playback`` frees them. At most
-``max_clips`` clips may wait; ``play`` beyond that raises rather than letting memory grow.
+off the audio thread likewise): the next ``play`` / ``stop_playback`` frees them, ``close``
+those left at the end. At most ``max_clips`` clips may wait; ``play`` beyond that raises rather
+than letting memory grow.
 
 Threads: ``play`` and ``stop_playback`` may come from any threads at once (the main thread
 and an event callback, say). ``submit``'s bookkeeping (the id, the count, the post) is under a
@@ -234,6 +235,15 @@ class Playback(Node):
                 self._end_current(io, at + o, interrupted=False)
         out[o:n] = 0
         io.produced("audio", n)
+
+    def close(self) -> None:
+        """End of the engine (also without a drain): take no more clips, free those held."""
+        with self._lock:
+            self._closed = True
+        self._mail.clear()
+        self._queue.clear()
+        self._retired.clear()
+        self._cur = None
 
     def stats(self) -> dict[str, Any]:
         return {**self.counts, "clips_pending": self.pending}
