@@ -321,6 +321,28 @@ def test_the_vad_is_deaf_while_a_reply_plays_when_muted(wired):
         assert min(starts) < 1.5 and muted == 0  # (the recording starts with 0.3 s of silence)
 
 
+def test_a_clip_dropped_before_it_sounded_does_not_deafen_the_vad():
+    """Only a clip that played makes an echo: one stopped while it waited (played = 0) adds no
+    ``mute_tail_ms`` of deafness (it did, from the start of the last reply's span)."""
+    speech, _ = load_mono(shared("speech/librispeech-test-clean__1089-134686-0001.flac"), 16000)
+    eng = Engine(parse_graph(MUTED.format(mute=', mute = "reply.events"')), input="feed",
+                 realtime=False)
+    evs = _collect(eng, "vad.speech_started")
+    eng.start()
+    eng.play(np.zeros(4800, np.float32))  # a 0.1 s reply: deaf for 0.1 s + 0.3 s of tail
+    _fed_until_heard(eng, np.zeros(16000, np.float32), 16000)
+    eng.play(np.zeros(96000, np.float32))  # a reply queued and dropped in the same quantum
+    eng.stop_playback()
+    eng.feed(np.concatenate([speech, np.zeros(16000, np.float32)]))
+    eng.end_feed()
+    assert eng.wait(60)
+    eng.stop()
+    assert eng.stats()["nodes"]["vad"]["muted_windows"] == pytest.approx(0.4 * 16000 / 512,
+                                                                          abs=2)
+    starts = [e.sample / 16000 for e in evs]
+    assert starts and 1.0 < min(starts) < 1.5, starts  # (0.3 s of silence opens the recording)
+
+
 def _fed_until_heard(eng: Engine, x: np.ndarray, rate: int) -> None:
     """Feed ``x`` and wait until the graph has taken it (all but a partial 10 ms quantum, which
     waits for more), so that a control set next applies from about here on."""

@@ -220,7 +220,9 @@ class _GatedVad(Node):
                 if self._mute_until < at:  # the last span is over: a new one starts here
                     self._mute_from = at
                 self._mute_until = math.inf  # until the clip ends
-            elif ev.type in ("playback.finished", "playback.interrupted"):
+            elif ev.type == "playback.finished" or (ev.type == "playback.interrupted"
+                                                    and ev.start_sample >= 0):
+                # (a clip dropped before it started made no sound: nothing to be deaf to)
                 end = at + self.params.mute_tail_ms * self.rate / 1000
                 self._mute_until = end if self._mute_until == math.inf \
                     else max(self._mute_until, end)
