@@ -443,7 +443,7 @@ class Engine:
         when the stream ends get ``playback.interrupted`` with ``reason = "ended"`` (not after
         ``stop(drain=False)``, which drops them without events). Raises :class:`EngineError`
         on misuse (not started or already ended, no playback node, ``max_clips`` clips already
-        waiting, a bad array)."""
+        waiting, a bad array: NaN or infinite samples included)."""
         pb = self._playback_node(node, "play()")
         if not self._started or self._done.is_set() or self._stop.is_set():
             raise EngineError("play() needs a running engine: call start() first (an engine "
@@ -452,6 +452,9 @@ class Engine:
 
         ch = int(pb.params.channels)
         x = self._as_frames(audio, ch, "play()")
+        if not np.isfinite(x).all():  # a speaker would play them as full-scale noise
+            raise EngineError("play() got NaN or infinite samples: check the TTS's output "
+                              "(np.nan_to_num(x) replaces them)")
         if x.shape[1] == 1 and ch > 1:
             x = np.repeat(x, ch, axis=1)
         elif x.shape[1] != ch and ch > 1:

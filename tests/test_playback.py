@@ -262,6 +262,8 @@ def test_misuse_is_refused_with_the_fix():
             eng.play(x, node="replay")
         with pytest.raises(EngineError, match="rate must be"):
             eng.play(x, rate=10)
+        with pytest.raises(EngineError, match="NaN or infinite"):
+            eng.play(np.array([0.1, np.nan, 0.2], np.float32))
         eng.play(np.zeros(48000, np.float32))
         eng.play(x)
         with pytest.raises(EngineError, match="max_clips = 2.*stop_playback"):
