@@ -184,7 +184,7 @@ class Node:
     finished: bool = False
     #: sources: False for one that follows the graph's clock and never keeps the run going
     #: (``source.playback``): the run ends when the others have, and the first source that
-    #: holds the run gives the graph its clock
+    #: holds the run gives the graph its clock (a graph of such sources only runs until stopped)
     holds_run: ClassVar[bool] = True
     #: False when the run goes as fast as it can, not at the audio's pace (set by the runtime
     #: before ``prepare``; a speaker then plays nothing)

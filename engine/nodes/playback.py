@@ -2,7 +2,9 @@
 
 Wire it to a speaker (``in = { audio = "reply.audio" }`` on a ``sink.speaker``); the graph's
 microphone keeps the clock, this source follows it and never holds the run open (a run ends
-when its microphone, file or feed does). ``Engine.play(x, rate)`` queues a clip and returns its
+when its microphone, file or feed does). In a graph with no other source it gives the clock
+itself (the wall clock's pace) and the run goes on until ``Engine.stop()`` or ``max_seconds``.
+``Engine.play(x, rate)`` queues a clip and returns its
 id at once; clips play one after the other without gaps; ``Engine.stop_playback()`` cuts the
 current clip within one quantum (10 ms) with a ``fade_ms`` fade, so it does not click, and drops
 the queued ones (a barge-in). Each clip gives ``playback.started``, then ``playback.finished`` or
@@ -59,7 +61,8 @@ class Playback(Node):
     clip after clip; ``Engine.stop_playback()`` cuts it within a quantum, with a fade (a
     barge-in). Wire ``audio`` to a ``sink.speaker``, ``events`` (``playback.started`` /
     ``finished`` / ``interrupted``) to a VAD's ``mute`` port to keep the reply's echo out of
-    the recogniser. Follows the graph's clock; never keeps a run going."""
+    the recogniser. Follows the graph's clock: the run ends when its other sources do (alone
+    in a graph, it runs until stopped)."""
 
     type_name = "source.playback"
     outputs = {"audio": AUDIO, "events": EVENTS}
