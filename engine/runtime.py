@@ -104,7 +104,7 @@ class _NodeState:
         self.start_of: dict[str, int] = {}  # frames produced before the current quantum
         self.inbox: deque[tuple[str, Event]] = deque()  # events from worker producers
         self.timing = _Timing()
-        self.flush_s = 0.0  # time spent in flush() at the end of the stream (DSP nodes)
+        self.flush_s = 0.0  # time spent in flush() at the end of the stream (its thread's)
         self.errors = 0
         self.worker: threading.Thread | None = None
         self.queue: BoundedQueue | None = None
@@ -828,7 +828,9 @@ class Engine:
                 lst.clear()
             if item is _FLUSH:
                 io._in, io._events_in = {}, {}
+                ts = pc()
                 self._call(st, st.node.flush, io)
+                st.flush_s += pc() - ts  # (as on the DSP thread: apart from the CPU figures)
                 self._publish(st)
                 st.flushed.set()
                 continue

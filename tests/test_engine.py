@@ -795,14 +795,17 @@ class _SlowFlush(Node):
         time.sleep(0.15)
 
 
-def test_a_drain_at_the_end_is_not_counted_as_a_quantums_cpu(tmp_path):
+@pytest.mark.parametrize("thread", ["dsp", "worker"])
+def test_a_drain_at_the_end_is_not_counted_as_a_quantums_cpu(tmp_path, thread):
     """Per-quantum CPU figures are what glitches are diagnosed with: a node's end-of-stream
     flush (a speaker waiting for its buffer to play out) is reported apart, as flush_ms
-    (regression: sink.speaker showed a 50-160 ms 'cpu max' that was only its drain)."""
+    (regression: sink.speaker showed a 50-160 ms 'cpu max' that was only its drain), on a
+    worker thread too (an ASR's last decode: flush_ms stayed 0 there)."""
     wav = tmp_path / "half_s.wav"
     sf.write(wav, np.zeros((8000, 1), np.float32), 16000)
     spec = parse_graph(f'[[nodes]]\nid="s"\ntype="source.file"\nparams={{path="{wav}"}}\n'
-                       '[[nodes]]\nid="f"\ntype="test.slow_flush"\nin={audio="s.audio"}\n')
+                       f'[[nodes]]\nid="f"\ntype="test.slow_flush"\nthread="{thread}"\n'
+                       'in={audio="s.audio"}\n')
     st = Engine(spec, realtime=False).run()["nodes"]["f"]
     assert st["cpu_calls"] >= 50 and st["cpu_max_ms"] < 100, st
     assert st["flush_ms"] >= 150, st
