@@ -169,11 +169,12 @@ class PlaybackFinished(Event):
 class PlaybackInterrupted(Event):
     """A clip did not play to its end: ``reason`` is ``"stopped"`` when
     ``Engine.stop_playback`` cut it (a barge-in; ``sample`` is where its output ended, after a
-    ``fade_ms`` fade) or ``"ended"`` when the stream ended first (the engine stopped or its
-    input ran out; ``sample`` is the last sample output). ``played`` is how many of its
-    ``frames`` went out: 0 for a queued clip that never started (``start_sample`` is then
-    -1). Every clip ``play`` accepted ends in exactly one ``playback.finished`` or
-    ``playback.interrupted``."""
+    ``fade_ms`` fade, or a shorter one over what was left of the clip) or ``"ended"`` when the
+    stream ended first (the engine stopped or its input ran out; ``sample`` is one past the
+    last sample output). ``played`` is how many of its ``frames`` went out: 0 for a queued
+    clip that never started (``start_sample`` is then -1). Every clip ``play`` accepted ends
+    in exactly one ``playback.finished`` or ``playback.interrupted`` (unless the engine is
+    stopped with ``drain=False``, which drops them without events)."""
 
     type: ClassVar[str] = "playback.interrupted"
     clip: int = 0
