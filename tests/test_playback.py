@@ -571,6 +571,44 @@ def test_a_speaker_that_stalls_a_moment_catches_up(second_sink):
     assert any(e.kind == "output_skipped" for e in xruns)
 
 
+@pytest.mark.parametrize("block_ms", [5, 20, 200])
+def test_the_latency_cap_leaves_a_steady_stream_whole_whatever_the_device_block(block_ms):
+    """A device that pulls 200 ms at a time holds up to a block more than prime_ms between
+    its calls, in steady state: a cap of 150 ms must not skip that (it did, every call, and
+    the call then underflowed: audio chopped all session). The real output callback, driven
+    as PortAudio would: the graph writes 10 ms quanta, the device pulls a block every block."""
+    from types import SimpleNamespace
+
+    from engine.backends.sounddevice_backend import output_callback
+    from engine.backends.stream_stats import CallbackStats
+    from engine.ring import AudioRing
+
+    rate, q, blk = 48000, 480, block_ms * 48
+    prime, limit = 40 * 48, 150 * 48  # as sink.speaker passes prime_ms 40, max_latency_ms 150
+    ring = AudioRing(4 * rate, 1)
+    stats = CallbackStats()
+    stats.priming, (stats.backlog_limit, stats.backlog_keep) = prime, (limit, prime)
+    cb = output_callback(ring, stats)
+    out = np.zeros((blk, 1), np.float32)
+    when = SimpleNamespace(outputBufferDacTime=0.0)
+    quantum = np.ones((q, 1), np.float32)
+    step = int(np.gcd(np.gcd(q, blk), prime))
+    skipped = under = None
+    for t in range(0, 5 * rate, step):
+        if t % q == 0:
+            ring.write(quantum)
+        if t >= prime and (t - prime) % blk == 0:  # the device starts once primed
+            cb(out, blk, when, None)
+            if skipped is None and t >= 2 * rate:  # steady state from here on
+                skipped, under = ring.skipped, ring.underflows
+    assert ring.skipped - skipped == 0, "audio skipped in a steady stream"
+    assert ring.underflows - under == 0
+    # and a stall's backlog is still cut back: 1 s more than the stream holds
+    ring.write(np.ones((rate, 1), np.float32))
+    cb(out, blk, when, None)
+    assert ring.skipped - skipped > rate // 2 and ring.available <= prime + q
+
+
 def test_a_speaker_latency_cap_below_its_prime_is_refused_with_the_fix():
     from engine.errors import GraphError
 

@@ -161,8 +161,8 @@ def open_output(device, samplerate: int, channels: int, blocksize: int, ring: Au
             out.fill(0)
         else:
             stats.priming = 0
-            if stats.backlog_limit:  # catch up after a stall: an index move, no copy
-                trim(stats.backlog_limit, stats.backlog_keep)
+            if stats.backlog_limit:  # catch up after a stall: an index move, no copy (beyond
+                trim(stats.backlog_limit + frame_count, stats.backlog_keep + frame_count)
             read_into(out, True)
         if status & pyaudio.paOutputUnderflow:
             stats.output_underflows += 1

@@ -102,8 +102,8 @@ def output_callback(ring: AudioRing, stats: CallbackStats):
             outdata.fill(0)
         else:
             stats.priming = 0
-            if stats.backlog_limit:  # catch up after a stall: an index move, no copy
-                trim(stats.backlog_limit, stats.backlog_keep)
+            if stats.backlog_limit:  # catch up after a stall: an index move, no copy (beyond
+                trim(stats.backlog_limit + frames, stats.backlog_keep + frames)  # this call's)
             read_into(outdata, True)
         if status and status.output_underflow:
             stats.output_underflows += 1

@@ -24,8 +24,10 @@ class CallbackStats:
         self.output_underflows = 0
         self.output_overflows = 0
         self.priming = 0
-        #: output: with more than ``backlog_limit`` frames buffered (the device stalled for a
-        #: moment and the graph went on), skip the oldest down to ``backlog_keep`` (0: never)
+        #: output: with more than ``backlog_limit`` frames buffered beyond what the callback
+        #: is about to read (the device stalled for a moment and the graph went on), skip the
+        #: oldest down to ``backlog_keep`` beyond it (0: never). Relative to the call's frame
+        #: count, so a device that pulls large blocks is not cut in steady state
         self.backlog_limit = 0
         self.backlog_keep = 0
         self.frames = 0

@@ -24,10 +24,12 @@ class Speaker(DeviceStream, Node):
     graph made meanwhile in the ring; by default it all plays, late, and everything after it
     stays that late (up to ``ring_s``). Where being in step matters more than playing every
     sample (an assistant's reply, whose barge-in stop would be heard seconds late), set
-    ``max_latency_ms``: once more than that waits, the output callback skips the oldest down
-    to ``prime_ms`` (moving the ring's read index: no copy), counted in ``skipped_frames`` and
-    reported as an ``engine.xrun`` of kind ``output_skipped``. Not in a run faster than real
-    time, where the speaker paces the graph and its ring is meant to be full.
+    ``max_latency_ms``: once more than that waits beyond the block the device asks for, the
+    output callback skips the oldest down to ``prime_ms`` beyond it (moving the ring's read
+    index: no copy; a device that pulls large blocks is not cut in steady state), counted in
+    ``skipped_frames`` and reported as an ``engine.xrun`` of kind ``output_skipped``. Not in a
+    run faster than real time, where the speaker paces the graph and its ring is meant to be
+    full.
 
     If the device stops pulling audio for ``stall_timeout_s`` (unplugged, suspended, sound
     server restarted), the graph goes on (what cannot be played is dropped and counted), the
