@@ -106,7 +106,7 @@ class Playback(Node):
         self._steps = np.arange(1, n + 1, dtype=np.float32)[:, None]  # 1..n
         self._ramp = np.empty((n, 1), np.float32)  # the fade under way, set by _interrupt
 
-    # -- the application's thread
+    # -- the application's threads (any, several at once)
     @property
     def pending(self) -> int:
         """Clips posted and not yet finished or interrupted."""
@@ -114,7 +114,8 @@ class Playback(Node):
 
     def submit(self, x: np.ndarray) -> int:
         """Queue ``x`` (float32, frames x channels, at the node's rate and channels); returns
-        the clip's id. Frees the clips the DSP thread is done with."""
+        the clip's id. Any thread; raises :class:`EngineError` once the stream has ended.
+        Frees the clips the DSP thread is done with."""
         if x.ndim != 2 or x.shape[1] != self.params.channels or x.dtype != np.float32:
             raise EngineError(f"{self.id}: a clip must be float32 frames x "
                               f"{self.params.channels}, got {x.dtype} {x.shape}")
