@@ -78,7 +78,8 @@ class Playback(Node):
                                                   "each)")
         fade_ms: float = param(5.0, ge=0, le=100, doc="fade-out when stop_playback() cuts a "
                                                       "clip (0: hard cut)")
-        max_clips: int = param(32, gt=0, le=10000, doc="clips that may wait to play")
+        max_clips: int = param(32, gt=0, le=10000, doc="clips queued at once (the one "
+                                                       "playing and those waiting)")
 
     def __init__(self, node_id: str, params: Params):
         super().__init__(node_id, params)
