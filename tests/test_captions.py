@@ -544,3 +544,46 @@ def test_known_hallucinations_are_whole_phrases_only():
     for text in ("Thank you, Mr. President.", "Ask what you can do for your country.", "Yes.",
                  "Go! Stop!", "...", ""):
         assert not known_hallucination(text), text
+
+
+VOICE_TURNS = REPO / "graphs" / "voice_turns.toml"
+
+
+def _voice_turns(tmp_path, x: np.ndarray, asr: dict, realtime: bool):
+    import soundfile as sf
+
+    wav = tmp_path / "turns.wav"
+    sf.write(wav, x, 16000, subtype="FLOAT")
+    over = {"asr": asr, "turns": {"dir": ""}, "console": {"include": []}}
+    eng = Engine(load_graph(VOICE_TURNS, over), input=wav, realtime=realtime)
+    finals = _finals(eng)
+    eng.run()
+    return [f.text for f in finals], eng.stats()["nodes"]["asr"]
+
+
+@needs_model
+def test_turn_final_is_decoded_in_the_end_of_turn_silence(tmp_path, monkeypatch):
+    """graphs/voice_turns.toml (500 ms end of turn) in real time: two turns, the first with a
+    300 ms pause inside it (longer than speech_pad_ms + speculate_after_ms, shorter than
+    min_silence_ms). Each turn's final is decoded in its end-of-turn silence, before
+    vad.speech_stopped, and used as is; the one decoded in the pause is thrown away when the
+    speech goes on. The texts are exactly those of the final decoded after the stop."""
+    monkeypatch.chdir(tmp_path)
+    turn1 = _run_on(["librispeech-test-clean__1089-134691-0000.flac"])  # he could wait no longer
+    turn1b = _run_on(["pocketsphinx-cards__001.wav"])  # ten of clubs
+    turn2 = _run_on(["librispeech-test-clean__1089-134686-0001.flac"])  # stuff it into you ...
+
+    def trim(x):  # _run_on's speech with 50 ms either side, without its 0.5 s / 1 s of silence
+        return x[8000:-16000]
+
+    pause = np.zeros(int(0.3 * 16000), np.float32)
+    gap = np.zeros(int(1.2 * 16000), np.float32)
+    x = np.concatenate([gap, trim(turn1), pause, trim(turn1b), gap, trim(turn2), gap])
+    ref, ref_st = _voice_turns(tmp_path, x, {"speculative": False}, realtime=False)
+    got, st = _voice_turns(tmp_path, x, {}, realtime=True)
+    # the pause did not end the turn ("He could wait no longer. 10 of close.")
+    assert len(ref) == 2 and re.search(r"\b(10|ten) of\b", ref[0].lower()), ref
+    assert got == ref
+    assert ref_st["speculative_decodes"] == 0
+    assert st["speculative_used"] == 2, st
+    assert st["speculative_wasted"] >= 1, st  # the pause inside the first turn
