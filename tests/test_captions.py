@@ -587,3 +587,25 @@ def test_turn_final_is_decoded_in_the_end_of_turn_silence(tmp_path, monkeypatch)
     assert ref_st["speculative_decodes"] == 0
     assert st["speculative_used"] == 2, st
     assert st["speculative_wasted"] >= 1, st  # the pause inside the first turn
+
+
+@needs_model
+@pytest.mark.parametrize("min_window_s", [None, 0.0], ids=["default", "off"])
+def test_short_turn_is_decoded_on_a_window_long_enough_not_to_loop(min_window_s, tmp_path,
+                                                                  monkeypatch):
+    """"Right. Left up." said as two short turns: on a trimmed window of the speech plus the
+    3 s tail, tiny.en repeats "Right." six times and the final falls back to the 30 s window.
+    With the window at least min_window_s (10 s by default) it ends after one "Right." and
+    nothing is decoded again."""
+    monkeypatch.chdir(tmp_path)
+    x, _ = load_mono(shared("speech/speech-commands__right_left_up.wav"), 16000)
+    gap = np.zeros(16000, np.float32)
+    asr = {"speculative": False} if min_window_s is None else {"speculative": False,
+                                                               "min_window_s": min_window_s}
+    texts, st = _voice_turns(tmp_path, np.concatenate([gap, x, gap]), asr, realtime=False)
+    words = re.sub(r"[^a-z ]", "", " ".join(texts).lower()).split()
+    assert words == ["right", "left", "up"], texts
+    if min_window_s is None:
+        assert st["fallbacks_30s"] == 0, st
+    else:
+        assert st["fallbacks_30s"] >= 1, st

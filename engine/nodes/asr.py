@@ -12,7 +12,10 @@ Streaming policy (what a live captioner needs, after whisper_streaming's LocalAg
   window (whisper.cpp's ``audio_ctx``). If a trimmed decode loops or never ends, the final falls
   back to the full 30 s window; so does a final decoded with low confidence (average
   log-probability under ``recheck_logprob``: short phrases such as "ask not" suffer most from
-  the trimmed window), and the more confident of the two results is kept.
+  the trimmed window), and the more confident of the two results is kept. A final's trimmed
+  window is at least ``min_window_s`` (10 s): on 1-2 s of speech plus the 3 s tail Whisper
+  repeats short phrases ("Yes? Yes? Yes?", "10 of clubs 10 of clubs"), which cost a 30 s
+  fallback (a quarter of a second of encoder with tiny.en) for most short turns.
 * At ``vad.speech_stopped``, or when an utterance reaches ``max_window_s`` (cut at its quietest
   30 ms in the last 5 s, the audio after the cut carried into the next part), a
   ``transcript.final`` is emitted with text, start/end on the audio clock, average
@@ -218,6 +221,10 @@ class WhisperAsr(Node):
                              doc="encode the real length (trimmed) or a padded 30 s window")
         tail_s: float = param(3.0, ge=0, le=10, doc="zero mel after the audio (trimmed); "
                                                     "3 s measured as WER-neutral")
+        min_window_s: float = param(10.0, ge=0, le=30, doc="a final's trimmed window is at "
+                                    "least this long (zero mel after the audio): on a window "
+                                    "of 1-2 s of speech + tail_s Whisper repeats short phrases "
+                                    "('Yes? Yes? Yes?') and the final falls back to 30 s")
         word_timestamps: bool = param(False, doc="word timings in transcript.final")
         no_speech_threshold: float = param(0.6, ge=0, le=1)
         logprob_threshold: float = param(-1.0, le=0)
@@ -455,6 +462,8 @@ class WhisperAsr(Node):
         m = self.model
         if p.encoder == "trimmed":
             total = min(MAX_FRAMES, n + int(p.tail_s * 100))
+            if final:
+                total = max(total, min(MAX_FRAMES, int(p.min_window_s * 100)))
             budget = int(10 * n / 100) + 10
             enc = m.encode(np.pad(mel, ((0, 0), (0, total - n))), content_frames=n)
             res = m.decode(enc, max_tokens=min(224, budget), stop_on_repetition=True, **kw)
