@@ -510,7 +510,9 @@ def test_music_the_vad_lets_through_is_not_captioned_thank_you(guard, tmp_path, 
     tiny.en writes "Thank you." with confidence (average log-probability about -0.75) while
     rating no speech at about 0.8. Whisper's own rule needs both signals and keeps it; the
     known-phrase guard drops it (``transcript.skipped``, reason ``hallucination``). Off, the
-    caption appears."""
+    caption appears. On the trimmed window of the segment's length + 3 s (``min_window_s`` 0);
+    on the default 10 s window tiny.en no longer says "Thank you." there (the segments are
+    skipped as no speech / low confidence, guard or not)."""
     import soundfile as sf
 
     monkeypatch.chdir(tmp_path)
@@ -518,7 +520,8 @@ def test_music_the_vad_lets_through_is_not_captioned_thank_you(guard, tmp_path, 
     wav = tmp_path / "guitar.wav"
     sf.write(wav, x, 16000, subtype="FLOAT")
     eng = Engine(load_graph(GRAPH, {"vad": {"threshold": 0.05},
-                                    "asr": {"hallucination_guard": guard}}),
+                                    "asr": {"hallucination_guard": guard,
+                                            "min_window_s": 0.0}}),
                  input=wav, realtime=False)
     finals = _finals(eng)
     skipped: list[Event] = []
