@@ -178,7 +178,12 @@ class Node:
     queue_size: ClassVar[int] = 1000
     #: True for sources: they have no audio inputs and are pulled by the runtime
     is_source: ClassVar[bool] = False
-    #: sources: the engine's quantum in seconds (set by the runtime before ``negotiate``)
+    #: worker nodes: True to be called with an empty block (no audio, no events) on a quantum
+    #: that brings nothing, when nothing is queued for it: the node sees time pass while its
+    #: inputs are quiet (``asr.whisper`` notices that the VAD holds speech audio back, a
+    #: silence that may end the turn). At most one such block waits in the queue.
+    idle_quanta: bool = False
+    #: the engine's quantum in seconds (set by the runtime before ``negotiate``)
     quantum_s: float = 0.01
     #: sources: True once the stream has ended (the run ends when every source has)
     finished: bool = False

@@ -230,8 +230,7 @@ class Engine:
             if missing:
                 continue
             try:
-                if st.node.is_source:
-                    st.node.quantum_s = self.quantum_s
+                st.node.quantum_s = self.quantum_s
                 out_specs = st.node.negotiate(in_specs)
             except NegotiationError as e:
                 feeders = ", ".join(f"{port} <- {p.id}.{pp} ({p.specs[pp].describe()})"
@@ -724,10 +723,11 @@ class Engine:
     def _enqueue(self, st: _NodeState) -> None:
         io = st.stage
         has_audio = any(len(a) for a in io._in.values())
-        if not has_audio and not io._events_in:
+        assert st.queue is not None
+        if not has_audio and not io._events_in and \
+                (not st.node.idle_quanta or len(st.queue)):  # an idle quantum: see Node
             return
         item = ({p: a.copy() for p, a in io._in.items()}, dict(io.start), io._events_in)
-        assert st.queue is not None
         st.queue.put(item)
 
     def _publish(self, st: _NodeState) -> None:

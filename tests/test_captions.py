@@ -510,7 +510,9 @@ def test_music_the_vad_lets_through_is_not_captioned_thank_you(guard, tmp_path, 
     tiny.en writes "Thank you." with confidence (average log-probability about -0.75) while
     rating no speech at about 0.8. Whisper's own rule needs both signals and keeps it; the
     known-phrase guard drops it (``transcript.skipped``, reason ``hallucination``). Off, the
-    caption appears."""
+    caption appears. On the trimmed window of the segment's length + 3 s (``min_window_s`` 0);
+    on the default 10 s window tiny.en no longer says "Thank you." there (the segments are
+    skipped as no speech / low confidence, guard or not)."""
     import soundfile as sf
 
     monkeypatch.chdir(tmp_path)
@@ -518,7 +520,8 @@ def test_music_the_vad_lets_through_is_not_captioned_thank_you(guard, tmp_path, 
     wav = tmp_path / "guitar.wav"
     sf.write(wav, x, 16000, subtype="FLOAT")
     eng = Engine(load_graph(GRAPH, {"vad": {"threshold": 0.05},
-                                    "asr": {"hallucination_guard": guard}}),
+                                    "asr": {"hallucination_guard": guard,
+                                            "min_window_s": 0.0}}),
                  input=wav, realtime=False)
     finals = _finals(eng)
     skipped: list[Event] = []
@@ -544,3 +547,68 @@ def test_known_hallucinations_are_whole_phrases_only():
     for text in ("Thank you, Mr. President.", "Ask what you can do for your country.", "Yes.",
                  "Go! Stop!", "...", ""):
         assert not known_hallucination(text), text
+
+
+VOICE_TURNS = REPO / "graphs" / "voice_turns.toml"
+
+
+def _voice_turns(tmp_path, x: np.ndarray, asr: dict, realtime: bool):
+    import soundfile as sf
+
+    wav = tmp_path / "turns.wav"
+    sf.write(wav, x, 16000, subtype="FLOAT")
+    over = {"asr": asr, "turns": {"dir": ""}, "console": {"include": []}}
+    eng = Engine(load_graph(VOICE_TURNS, over), input=wav, realtime=realtime)
+    finals = _finals(eng)
+    eng.run()
+    return [f.text for f in finals], eng.stats()["nodes"]["asr"]
+
+
+@needs_model
+def test_turn_final_is_decoded_in_the_end_of_turn_silence(tmp_path, monkeypatch):
+    """graphs/voice_turns.toml (500 ms end of turn) in real time: two turns, the first with a
+    300 ms pause inside it (longer than speech_pad_ms + speculate_after_ms, shorter than
+    min_silence_ms). Each turn's final is decoded in its end-of-turn silence, before
+    vad.speech_stopped, and used as is; the one decoded in the pause is thrown away when the
+    speech goes on. The texts are exactly those of the final decoded after the stop."""
+    monkeypatch.chdir(tmp_path)
+    turn1 = _run_on(["librispeech-test-clean__1089-134691-0000.flac"])  # he could wait no longer
+    turn1b = _run_on(["pocketsphinx-cards__001.wav"])  # ten of clubs
+    turn2 = _run_on(["librispeech-test-clean__1089-134686-0001.flac"])  # stuff it into you ...
+
+    def trim(x):  # _run_on's speech with 50 ms either side, without its 0.5 s / 1 s of silence
+        return x[8000:-16000]
+
+    pause = np.zeros(int(0.3 * 16000), np.float32)
+    gap = np.zeros(int(1.2 * 16000), np.float32)
+    x = np.concatenate([gap, trim(turn1), pause, trim(turn1b), gap, trim(turn2), gap])
+    ref, ref_st = _voice_turns(tmp_path, x, {"speculative": False}, realtime=False)
+    got, st = _voice_turns(tmp_path, x, {}, realtime=True)
+    # the pause did not end the turn ("He could wait no longer. 10 of close.")
+    assert len(ref) == 2 and re.search(r"\b(10|ten) of\b", ref[0].lower()), ref
+    assert got == ref
+    assert ref_st["speculative_decodes"] == 0
+    assert st["speculative_used"] == 2, st
+    assert st["speculative_wasted"] >= 1, st  # the pause inside the first turn
+
+
+@needs_model
+@pytest.mark.parametrize("min_window_s", [None, 0.0], ids=["default", "off"])
+def test_short_turn_is_decoded_on_a_window_long_enough_not_to_loop(min_window_s, tmp_path,
+                                                                  monkeypatch):
+    """"Right. Left up." said as two short turns: on a trimmed window of the speech plus the
+    3 s tail, tiny.en repeats "Right." six times and the final falls back to the 30 s window.
+    With the window at least min_window_s (10 s by default) it ends after one "Right." and
+    nothing is decoded again."""
+    monkeypatch.chdir(tmp_path)
+    x, _ = load_mono(shared("speech/speech-commands__right_left_up.wav"), 16000)
+    gap = np.zeros(16000, np.float32)
+    asr = {"speculative": False} if min_window_s is None else {"speculative": False,
+                                                               "min_window_s": min_window_s}
+    texts, st = _voice_turns(tmp_path, np.concatenate([gap, x, gap]), asr, realtime=False)
+    words = re.sub(r"[^a-z ]", "", " ".join(texts).lower()).split()
+    assert words == ["right", "left", "up"], texts
+    if min_window_s is None:
+        assert st["fallbacks_30s"] == 0, st
+    else:
+        assert st["fallbacks_30s"] >= 1, st

@@ -470,6 +470,50 @@ def test_worker_events_survive_while_the_dsp_thread_runs(tmp_path):
     assert ends == sorted(ends) and ends[-1] == 16000  # positions intact, none lost
 
 
+@register
+class _QuietCounter(Node):
+    """Test-only worker node on a VAD's speech port: counts its calls, with and without audio
+    (``idle_quanta`` from the graph)."""
+
+    type_name = "test.quiet_counter"
+    inputs = {"audio": AUDIO}
+    thread = "worker"
+
+    @dataclass(frozen=True)
+    class Params:
+        idle: bool = False
+
+    def prepare(self, specs):
+        self.idle_quanta = self.params.idle
+        self.calls = self.empty = 0
+
+    def process(self, io: NodeIO) -> None:
+        self.calls += 1
+        self.empty += not len(io.audio("audio"))
+
+
+@pytest.mark.parametrize("idle", [False, True])
+def test_worker_asking_for_idle_quanta_sees_quiet_time(idle, tmp_path):
+    """1 s of silence through a VAD: its speech port brings nothing, so a worker behind it is
+    never called, unless it asks for idle quanta (Node.idle_quanta): then about once per 10 ms
+    quantum, with an empty block, and never with more than one such block queued."""
+    wav = tmp_path / "quiet.wav"
+    sf.write(wav, np.zeros((16000, 1), np.float32), 16000)
+    spec = parse_graph(f'[[nodes]]\nid="s"\ntype="source.file"\nparams={{path="{wav}"}}\n'
+                       '[[nodes]]\nid="vad"\ntype="vad.silero"\nin={audio="s.audio"}\n'
+                       '[[nodes]]\nid="w"\ntype="test.quiet_counter"\n'
+                       f'in={{audio="vad.speech"}}\nparams={{idle={str(idle).lower()}}}\n')
+    eng = Engine(spec, realtime=True)
+    eng.run()
+    w = eng.node("w")
+    if idle:
+        assert 80 <= w.calls == w.empty <= 110, (w.calls, w.empty)  # + end-of-stream passes
+        # idle blocks do not pile up: one at most (and the end-of-stream flush behind it)
+        assert eng.stats()["nodes"]["w"]["queue_max_depth"] <= 2
+    else:
+        assert w.calls == 0
+
+
 def test_event_log_marks_each_session(tmp_path, monkeypatch):
     """sink.events appends (a restarted monitor keeps its history) and opens every run with a
     session.started line, so runs that each count time from 0 can be told apart."""

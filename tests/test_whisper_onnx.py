@@ -143,6 +143,21 @@ def test_streaming_mel_equals_whole(speech, n):
     assert sm.frames_emitted == 0  # finish() resets for the next utterance
 
 
+@pytest.mark.parametrize("n", [150, 520, 48000])
+def test_streaming_mel_peek_is_finish_without_ending(speech, n):
+    """peek() (the asr node's speculative final, decoded in the silence) gives what finish()
+    would give at that point, and the stream goes on unchanged afterwards."""
+    audio = speech[0][2][: n + 4000]
+    sm = StreamingLogMel(80)
+    head = sm.push(audio[:n])
+    peeked = sm.peek()
+    np.testing.assert_array_equal(np.concatenate([head, peeked], axis=1),
+                                  raw_log_mel(audio[:n]))
+    np.testing.assert_array_equal(sm.peek(), peeked)  # peeking twice changes nothing
+    rest = [sm.push(audio[n:]), sm.finish()]
+    np.testing.assert_array_equal(np.concatenate([head] + rest, axis=1), raw_log_mel(audio))
+
+
 # ---------------------------------------------------------------------------------------------
 # CTranslate2 reader and conversion
 

@@ -361,6 +361,15 @@ class StreamingLogMel:
             self._buf_start = keep_from
         return out
 
+    def peek(self, padding: int = PAD_END) -> np.ndarray:
+        """The frames :meth:`finish` would return now, without ending the utterance (pushing
+        more samples afterwards goes on as if this had not been called)."""
+        state = (self._buf, self._buf_start, self._n_samples, self._next_frame)
+        try:
+            return self.finish(padding)
+        finally:
+            self._buf, self._buf_start, self._n_samples, self._next_frame = state
+
     def finish(self, padding: int = PAD_END) -> np.ndarray:
         """The utterance's remaining frames (end padding as :func:`raw_log_mel`); then reset."""
         n = self._n_samples

@@ -12,7 +12,10 @@ Streaming policy (what a live captioner needs, after whisper_streaming's LocalAg
   window (whisper.cpp's ``audio_ctx``). If a trimmed decode loops or never ends, the final falls
   back to the full 30 s window; so does a final decoded with low confidence (average
   log-probability under ``recheck_logprob``: short phrases such as "ask not" suffer most from
-  the trimmed window), and the more confident of the two results is kept.
+  the trimmed window), and the more confident of the two results is kept. A final's trimmed
+  window is at least ``min_window_s`` (10 s): on 1-2 s of speech plus the 3 s tail Whisper
+  repeats short phrases ("Yes? Yes? Yes?", "10 of clubs 10 of clubs"), which cost a 30 s
+  fallback (a quarter of a second of encoder with tiny.en) for most short turns.
 * At ``vad.speech_stopped``, or when an utterance reaches ``max_window_s`` (cut at its quietest
   30 ms in the last 5 s, the audio after the cut carried into the next part), a
   ``transcript.final`` is emitted with text, start/end on the audio clock, average
@@ -27,6 +30,15 @@ Streaming policy (what a live captioner needs, after whisper_streaming's LocalAg
   ``no_speech_threshold`` or average log-probability under ``logprob_threshold``), not only
   when both do: on music or noise that the VAD lets through, Whisper says "Thank you." with
   confidence (log-probability -0.6) while rating no speech at 0.8-0.95.
+* Speculative final (``speculative``): the VAD releases the speech audio up to ``speech_pad_ms``
+  after the point where a silence began, then holds the rest back until the silence either ends
+  the segment (``min_silence_ms``: ``vad.speech_stopped``) or is broken by more speech. Once no
+  speech audio has come for ``speculate_after_ms`` while an utterance is open, the final is
+  decoded on the audio so far, in the silence; if the stop then comes with no audio after it,
+  that result is the final (the same input, so the same text), emitted as soon as the stop
+  arrives instead of one decode later. If speech resumes, the result is thrown away (counted
+  in ``speculative_wasted``; the worker was idle). The node asks the engine for idle quanta
+  (:attr:`~engine.node.Node.idle_quanta`) to see the silence.
 * When decoding falls behind (items queued behind the current one), partials are skipped; finals
   never are. The node's queue is bounded and its drops are counted by the engine.
 
@@ -39,6 +51,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,6 +221,10 @@ class WhisperAsr(Node):
                              doc="encode the real length (trimmed) or a padded 30 s window")
         tail_s: float = param(3.0, ge=0, le=10, doc="zero mel after the audio (trimmed); "
                                                     "3 s measured as WER-neutral")
+        min_window_s: float = param(10.0, ge=0, le=30, doc="a final's trimmed window is at "
+                                    "least this long (zero mel after the audio): on a window "
+                                    "of 1-2 s of speech + tail_s Whisper repeats short phrases "
+                                    "('Yes? Yes? Yes?') and the final falls back to 30 s")
         word_timestamps: bool = param(False, doc="word timings in transcript.final")
         no_speech_threshold: float = param(0.6, ge=0, le=1)
         logprob_threshold: float = param(-1.0, le=0)
@@ -221,6 +238,11 @@ class WhisperAsr(Node):
         min_utterance_ms: float = param(200.0, ge=0, doc="shorter speech is not decoded")
         condition_on_previous: bool = param(False, doc="prompt with the previous final")
         threads: int = param(1, ge=1, le=16, doc="onnxruntime intra-op threads")
+        speculative: bool = param(True, doc="decode the final in the end-of-turn silence, "
+                                  "before vad.speech_stopped, and use it if no speech follows")
+        speculate_after_ms: float = param(50.0, ge=0, le=5000, doc="no speech audio for this "
+                                          "long starts the speculative final (more than one "
+                                          "VAD window, less than min_silence - speech_pad)")
 
     @classmethod
     def validate_params(cls, p: Params) -> list[str]:
@@ -274,6 +296,14 @@ class WhisperAsr(Node):
         self.fallbacks = 0
         self.rechecks = 0
         self.final_splits = 0
+        self.idle_quanta = bool(p.speculative)  # the engine calls us on quiet quanta too
+        self.quiet = 0  # calls in a row without speech audio
+        self.spec: tuple | None = None  # (utterance, samples, result, counter deltas)
+        self.spec_decodes = 0
+        self.spec_used = 0
+        self.spec_wasted = 0
+        # the end of an utterance reached -> its final emitted (ms)
+        self.final_ms: deque[float] = deque(maxlen=2000)
         # warm the sessions so the first caption is not late
         self.model.decode(self.model.encode(np.zeros((self.model.n_mels, 100), np.float32)),
                           language=self._lang(), max_tokens=2)
@@ -296,7 +326,10 @@ class WhisperAsr(Node):
                         break
         x = io.audio("audio") if io.has_audio("audio") else None
         if x is not None and len(x):
+            self.quiet = 0
             self._take(x[:, 0], io)
+        else:
+            self.quiet += 1
         self._finish_complete(io)
         if (self.params.partials and self.utts and self.since_partial >= self._step()
                 and self.n_audio >= self._min_len()):
@@ -305,6 +338,9 @@ class WhisperAsr(Node):
             else:
                 self._partial(io)
             self.since_partial = 0
+        if (self.params.speculative and self.quiet
+                and self.quiet * self.quantum_s * 1000 >= self.params.speculate_after_ms):
+            self._speculate(io)
 
     def _step(self) -> int:
         return int(self.params.step_ms * RATE / 1000)
@@ -327,6 +363,8 @@ class WhisperAsr(Node):
                 self._final(io, u)
                 continue
             n = min(room, cap_left)
+            if self.spec is not None:  # speech went on: the speculative final is stale
+                self._drop_speculation()
             chunk = x[pos:pos + n]
             self.audio[self.n_audio:self.n_audio + n] = chunk
             self._push_mel(chunk)
@@ -350,6 +388,34 @@ class WhisperAsr(Node):
         while self.utts and self.utts[0].end is not None and \
                 self.utts[0].received >= self.utts[0].end - self.utts[0].start:
             self._final(io, self.utts[0])
+
+    # ------------------------------------------------------------------ speculative final
+    def _speculate(self, io: NodeIO) -> None:
+        """Decode the open utterance's final now, in the silence (see the module docstring)."""
+        if not self.utts or io.backlog:
+            return
+        u = self.utts[0]
+        n = self.n_audio
+        if u.end is not None or n < self._min_len() or (self.spec is not None
+                                                         and self.spec[1] == n):
+            return
+        before = (self.rechecks, self.fallbacks, self.final_splits)
+        raw = np.concatenate([self.raw[:, : self.n_raw], self.mel.peek()], axis=1)
+        res = self._decode_final(raw[:, : n // HOP], self.params.word_timestamps)
+        delta = (self.rechecks - before[0], self.fallbacks - before[1],
+                 self.final_splits - before[2])
+        self.spec = (u, n, res, delta)
+        self.spec_decodes += 1
+
+    def _drop_speculation(self) -> None:
+        """Speech went on after the silence: forget the speculative final (and its counts)."""
+        assert self.spec is not None
+        d = self.spec[3]
+        self.rechecks -= d[0]
+        self.fallbacks -= d[1]
+        self.final_splits -= d[2]
+        self.spec = None
+        self.spec_wasted += 1
 
     # ------------------------------------------------------------------ decoding
     def _decode(self, raw: np.ndarray, final: bool, words: bool = False):
@@ -396,6 +462,8 @@ class WhisperAsr(Node):
         m = self.model
         if p.encoder == "trimmed":
             total = min(MAX_FRAMES, n + int(p.tail_s * 100))
+            if final:
+                total = max(total, min(MAX_FRAMES, int(p.min_window_s * 100)))
             budget = int(10 * n / 100) + 10
             enc = m.encode(np.pad(mel, ((0, 0), (0, total - n))), content_frames=n)
             res = m.decode(enc, max_tokens=min(224, budget), stop_on_repetition=True, **kw)
@@ -475,6 +543,7 @@ class WhisperAsr(Node):
         carried over to it. If a ``max_window_s`` cut already finalised audio past the split,
         the next utterance starts where that cut ended (nothing is decoded twice, and no
         empty part is reported)."""
+        t0 = time.perf_counter()
         if self.utts and self.utts[0] is u:
             self.utts.pop(0)
         n = self.n_audio
@@ -487,11 +556,17 @@ class WhisperAsr(Node):
         elif n >= self._min_len():
             if over:  # the incremental log-mel frames also covered the carried audio
                 self._decode_and_emit(io, u.start, n, speech_end - u.start)
+            elif self.spec is not None and self.spec[0] is u and self.spec[1] == n:
+                res = self.spec[2]  # decoded in the silence on exactly this audio
+                self.spec = None
+                self.spec_used += 1
+                self._emit_final(io, res, u.start, u.start + n, speech_end)
             else:
                 tail = self.mel.finish()
                 raw = np.concatenate([self.raw[:, : self.n_raw], tail], axis=1)
                 res = self._decode_final(raw[:, : n // HOP], self.params.word_timestamps)
                 self._emit_final(io, res, u.start, u.start + n, speech_end)
+            self.final_ms.append((time.perf_counter() - t0) * 1000)
         else:
             self.finals_dropped += 1
             io.emit("events", TranscriptSkipped(u.start + n, RATE, self.id, start_sample=u.start,
@@ -533,6 +608,8 @@ class WhisperAsr(Node):
         self.finals_emitted += 1
 
     def _reset_utterance(self) -> None:
+        if self.spec is not None:
+            self._drop_speculation()
         self.mel.reset()
         self.n_audio = 0
         self.n_raw = 0
@@ -585,10 +662,17 @@ class WhisperAsr(Node):
         self.model = None  # type: ignore[assignment]
 
     def stats(self) -> dict:
+        ms = self.final_ms
         return {"decode_s": round(self.decode_s, 3), "speech_s": round(self.audio_s, 3),
                 "rtf": round(self.decode_s / self.audio_s, 4) if self.audio_s else 0.0,
                 "partials": self.partials_emitted, "partials_skipped": self.partials_skipped,
                 "partials_unsure": self.partials_unsure,
                 "finals": self.finals_emitted, "finals_dropped": self.finals_dropped,
                 "fallbacks_30s": self.fallbacks, "rechecks_30s": self.rechecks,
-                "finals_split": self.final_splits}
+                "finals_split": self.final_splits,
+                # the end of an utterance reached -> its final emitted (decode on the critical
+                # path; about 0 when the speculative final was used)
+                "final_ms_p50": round(float(np.median(ms)), 1) if ms else 0.0,
+                "final_ms_max": round(max(ms), 1) if ms else 0.0,
+                "speculative_decodes": self.spec_decodes, "speculative_used": self.spec_used,
+                "speculative_wasted": self.spec_wasted}
