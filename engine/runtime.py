@@ -454,12 +454,11 @@ class Engine:
         if not np.isfinite(x).all():  # a speaker would play them as full-scale noise
             raise EngineError("play() got NaN or infinite samples: check the TTS's output "
                               "(np.nan_to_num(x) replaces them)")
-        if x.shape[1] == 1 and ch > 1:
-            x = np.repeat(x, ch, axis=1)
-        elif x.shape[1] != ch and ch > 1:
+        if x.shape[1] != ch and not (x.shape[1] == 1 or ch == 1):
             raise EngineError(f"play() got {x.shape[1]} channels; '{pb.id}' plays {ch} "
                               f"(mono clips are copied to every channel)")
-        adapter = FeedAdapter(int(pb.params.sample_rate), ch)
+        # a mono clip is resampled once, then copied to every channel
+        adapter = FeedAdapter(int(pb.params.sample_rate), 1 if x.shape[1] == 1 else ch)
         try:
             y = adapter.convert(x, rate)
         except EngineError as e:
@@ -467,6 +466,8 @@ class Engine:
         tail = adapter.flush()
         if len(tail):
             y = np.concatenate([y, tail])
+        if y.shape[1] == 1 and ch > 1:
+            y = np.repeat(y, ch, axis=1)
         return pb.submit(np.ascontiguousarray(y, dtype=np.float32))
 
     def stop_playback(self, node: str | None = None) -> None:
