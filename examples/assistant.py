@@ -24,6 +24,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from engine.errors import EngineError
 from engine.events import Event
 from engine.runtime import Engine
 
@@ -87,7 +88,11 @@ def main() -> int:
                 if spoke[0] != asked:  # they spoke again meanwhile: answer that instead
                     print("      (reply dropped: the user went on)")
                     continue
-                eng.play(reply, rate=reply_rate)
+                try:
+                    eng.play(reply, rate=reply_rate)
+                except EngineError as e:  # the engine ended while we were thinking
+                    print(f"      (no reply: {e})")
+                    break
                 done += 1
         except KeyboardInterrupt:
             print("\nstopping")
