@@ -97,7 +97,8 @@ def test_a_clip_at_another_rate_is_resampled_in_time(rate):
     assert lag == 2400 and ncc > 0.99
 
 
-def test_stop_playback_fades_the_clip_out_and_drops_the_queue():
+def _two_clips_after_half_a_second():
+    """An engine playing a 9.7 s clip with a second queued behind it, fed 0.5 s of input."""
     clip, _ = load_mono(shared("speech/ljspeech__LJ001-0001.wav"), 48000)
     eng = _offline()
     evs = _collect(eng)
@@ -105,6 +106,11 @@ def test_stop_playback_fades_the_clip_out_and_drops_the_queue():
     a = eng.play(clip)
     b = eng.play(clip)
     eng.feed(np.zeros(24000, np.float32))
+    return eng, evs, clip, a, b
+
+
+def test_stop_playback_fades_the_clip_out_and_drops_the_queue():
+    eng, evs, clip, a, b = _two_clips_after_half_a_second()
     time.sleep(0.3)  # the fed half second is played by now
     eng.stop_playback()
     eng.feed(np.zeros(48000, np.float32))
@@ -129,13 +135,7 @@ def test_stop_playback_fades_the_clip_out_and_drops_the_queue():
 
 def test_clips_cut_by_the_end_of_the_stream_say_so():
     """An application waiting for a clip's end must get one even when the input ends first."""
-    clip, _ = load_mono(shared("speech/ljspeech__LJ001-0001.wav"), 48000)
-    eng = _offline()
-    evs = _collect(eng)
-    eng.start()
-    a = eng.play(clip)
-    b = eng.play(clip)
-    eng.feed(np.zeros(24000, np.float32))
+    eng, evs, _, a, b = _two_clips_after_half_a_second()
     eng.end_feed()
     assert eng.wait(30)
     eng.stop()

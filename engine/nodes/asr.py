@@ -197,6 +197,16 @@ class _Utterance:
     cut: int = 0  # samples already finalised by max_window_s cuts
 
 
+@dataclass(frozen=True)
+class _Speculation:
+    """A final decoded in the end-of-turn silence, before the VAD confirmed the end."""
+
+    utt: _Utterance
+    samples: int  # the utterance's audio it was decoded on
+    result: Any
+    counts: tuple[int, int, int]  # rechecks, fallbacks, splits it added (taken back if stale)
+
+
 @register
 class WhisperAsr(Node):
     """Streaming Whisper recogniser (see the module docstring for the policy)."""
@@ -298,7 +308,7 @@ class WhisperAsr(Node):
         self.final_splits = 0
         self.idle_quanta = bool(p.speculative)  # the engine calls us on quiet quanta too
         self.quiet = 0  # calls in a row without speech audio
-        self.spec: tuple | None = None  # (utterance, samples, result, counter deltas)
+        self.spec: _Speculation | None = None
         self.spec_decodes = 0
         self.spec_used = 0
         self.spec_wasted = 0
@@ -397,20 +407,19 @@ class WhisperAsr(Node):
         u = self.utts[0]
         n = self.n_audio
         if u.end is not None or n < self._min_len() or (self.spec is not None
-                                                         and self.spec[1] == n):
+                                                         and self.spec.samples == n):
             return
         before = (self.rechecks, self.fallbacks, self.final_splits)
-        raw = np.concatenate([self.raw[:, : self.n_raw], self.mel.peek()], axis=1)
-        res = self._decode_final(raw[:, : n // HOP], self.params.word_timestamps)
+        res = self._decode_utterance(self.mel.peek(), n)
         delta = (self.rechecks - before[0], self.fallbacks - before[1],
                  self.final_splits - before[2])
-        self.spec = (u, n, res, delta)
+        self.spec = _Speculation(u, n, res, delta)
         self.spec_decodes += 1
 
     def _drop_speculation(self) -> None:
         """Speech went on after the silence: forget the speculative final (and its counts)."""
         assert self.spec is not None
-        d = self.spec[3]
+        d = self.spec.counts
         self.rechecks -= d[0]
         self.fallbacks -= d[1]
         self.final_splits -= d[2]
@@ -418,6 +427,13 @@ class WhisperAsr(Node):
         self.spec_wasted += 1
 
     # ------------------------------------------------------------------ decoding
+    def _decode_utterance(self, tail: np.ndarray, n: int):
+        """Final decode of the utterance's first ``n`` samples: the incremental log-mel frames
+        so far plus ``tail`` (the streaming mel's last frames: ``finish()``, or ``peek()`` for
+        a speculative final)."""
+        raw = np.concatenate([self.raw[:, : self.n_raw], tail], axis=1)
+        return self._decode_final(raw[:, : n // HOP], self.params.word_timestamps)
+
     def _decode(self, raw: np.ndarray, final: bool, words: bool = False):
         """Greedy decode of raw log-mel frames (normalised here, over these frames)."""
         p = self.params
@@ -556,15 +572,13 @@ class WhisperAsr(Node):
         elif n >= self._min_len():
             if over:  # the incremental log-mel frames also covered the carried audio
                 self._decode_and_emit(io, u.start, n, speech_end - u.start)
-            elif self.spec is not None and self.spec[0] is u and self.spec[1] == n:
-                res = self.spec[2]  # decoded in the silence on exactly this audio
+            elif self.spec is not None and self.spec.utt is u and self.spec.samples == n:
+                res = self.spec.result  # decoded in the silence on exactly this audio
                 self.spec = None
                 self.spec_used += 1
                 self._emit_final(io, res, u.start, u.start + n, speech_end)
             else:
-                tail = self.mel.finish()
-                raw = np.concatenate([self.raw[:, : self.n_raw], tail], axis=1)
-                res = self._decode_final(raw[:, : n // HOP], self.params.word_timestamps)
+                res = self._decode_utterance(self.mel.finish(), n)
                 self._emit_final(io, res, u.start, u.start + n, speech_end)
             self.final_ms.append((time.perf_counter() - t0) * 1000)
         else:
@@ -644,8 +658,7 @@ class WhisperAsr(Node):
         self.mel.reset()
         self.n_raw = 0
         self._push_mel(self.audio[:n])
-        raw = np.concatenate([self.raw[:, : self.n_raw], self.mel.finish()], axis=1)
-        res = self._decode_final(raw[:, : n // HOP], self.params.word_timestamps)
+        res = self._decode_utterance(self.mel.finish(), n)
         self._emit_final(io, res, start, start + n, start + speech_end, last)
 
     def flush(self, io: NodeIO) -> None:
