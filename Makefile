@@ -28,7 +28,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[pyaudio,test,hrtf]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[pyaudio,test,hrtf,aec]'
 	@touch $(STAMP)
 
 models: venv

@@ -1,0 +1,205 @@
+"""``dsp.echo_cancel``: acoustic echo cancellation, so a microphone can listen while a
+loudspeaker plays (WebRTC's AEC3).
+
+Inputs: ``audio``, the microphone (mono), and ``reference``, what the graph sends to the
+loudspeaker (wire it to the same port as the ``sink.speaker``). The output is the microphone
+with the loudspeaker's echo removed: a voice assistant can hear the user talk over its reply
+(barge-in) instead of going deaf while it speaks. Without echo, the signal passes through
+(the canceller's high-pass filter aside, which removes what is under about 80 Hz).
+
+The canceller is WebRTC's AEC3 (the one browsers run for calls), through the ``livekit``
+package's ``AudioProcessingModule`` (``pip install 'audio-engine[aec]'``). It finds the echo's
+delay itself, up to about 0.5 s between the reference and the echo in the microphone (the
+speaker's buffer plus both devices' latency; ``reference_delay_ms`` takes a known part of a
+longer one), and adapts to the room: expect the first one to two seconds of the first reply to
+leak partly (5-15 dB less echo) and 30 dB and more after that (``BENCHMARKS.md``). Keep the VAD's
+``mute`` wiring for a graph that must never hear its own first words.
+
+Rates: 8, 16, 32 or 48 kHz, the reference at the microphone's rate (a multichannel reference is
+averaged to mono). Audio goes through in 10 ms frames (AEC3's); the output is the same stream
+whatever the block size, and it lags the input by less than one frame (not at all when blocks
+are whole frames, as a 10 ms microphone block is).
+
+Real-time rules: runs on the DSP thread (about 0.07 ms of CPU per 10 ms frame at 48 kHz: the
+call into the native library releases the GIL). ``process`` moves samples through preallocated
+FIFOs and int16 frame buffers with slice copies; the per-frame call builds a small request
+object (no audio is copied to make it). ``stats()`` reports how much the echo was reduced while
+the reference played (``echo_reduction_db``: microphone energy in over energy out).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError, NegotiationError
+from ..node import AUDIO, AudioSpec, Node, NodeIO, param, register, require_mono, require_rate
+
+RATES = (48000, 16000, 32000, 8000)
+INSTALL = "pip install 'audio-engine[aec]' (the livekit package)"
+#: a reference frame quieter than this (RMS, full scale 1.0) is "not playing" in the statistics
+ACTIVE_RMS = 10 ** (-60 / 20)
+
+
+def _load_apm():
+    try:
+        from livekit import rtc
+    except ImportError as exc:
+        raise ModelError(f"dsp.echo_cancel needs the livekit package: {INSTALL}") from exc
+    return rtc
+
+
+@register
+class EchoCancel(Node):
+    """Removes the loudspeaker's echo (``reference``) from the microphone (``audio``): AEC3."""
+
+    type_name = "dsp.echo_cancel"
+    inputs = {"audio": AUDIO, "reference": AUDIO}
+    outputs = {"audio": AUDIO}
+
+    @dataclass(frozen=True)
+    class Params:
+        noise_suppression: bool = param(False, doc="also WebRTC's noise suppressor (changes "
+                                        "the speech the recogniser hears; off by default)")
+        reference_delay_ms: float = param(0.0, ge=0, le=2000, doc="delay the reference by this "
+                                          "much first (a known part of an echo delay beyond "
+                                          "the 0.5 s AEC3 searches)")
+
+    @classmethod
+    def validate_params(cls, p: Params) -> list[str]:
+        if importlib.util.find_spec("livekit") is None:
+            return [f"needs the livekit package, which is not installed: {INSTALL}"]
+        return []
+
+    def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
+        mic, ref = inputs["audio"], inputs["reference"]
+        require_mono(self.id, "audio", mic)
+        require_rate(self.id, "audio", mic, RATES)
+        if ref.sample_rate != mic.sample_rate:
+            raise NegotiationError(
+                f"{self.id}.reference needs the microphone's rate ({mic.sample_rate} Hz), got "
+                f"{ref.sample_rate} Hz: add a dsp.resample with rate = {mic.sample_rate} "
+                f"before it")
+        self._frame = mic.sample_rate // 100
+        self._delay = int(round(self.params.reference_delay_ms * mic.sample_rate / 1000))
+        block = max(mic.max_block, ref.max_block)
+        self._cap = 2 * block + self._frame + self._delay + 64
+        return {"audio": AudioSpec(mic.sample_rate, 1, block + self._frame,
+                                   latency_s=mic.latency_s)}
+
+    def prepare(self, specs: dict[str, AudioSpec]) -> None:
+        self._rtc = _load_apm()
+        self._rate = specs["audio"].sample_rate
+        self._ref_channels = specs["reference"].channels
+        f = self._frame
+        self._mic = np.zeros(self._cap, np.float32)
+        self._ref = np.zeros(self._cap, np.float32)
+        self._ref_mono = np.zeros(self._cap, np.float32)
+        # int16 frames the native code reads and writes in place (bytearrays: writable)
+        self._mic_bytes = bytearray(2 * f)
+        self._ref_bytes = bytearray(2 * f)
+        self._mic16 = np.frombuffer(self._mic_bytes, np.int16)
+        self._ref16 = np.frombuffer(self._ref_bytes, np.int16)
+        self._tmp = np.zeros(f, np.float32)
+        self._apm = None
+        self.reset()
+
+    def reset(self) -> None:
+        self._apm = self._rtc.AudioProcessingModule(
+            echo_cancellation=True, noise_suppression=self.params.noise_suppression,
+            high_pass_filter=True, auto_gain_control=False)
+        self._mic_fill = 0
+        self._ref[:] = 0.0
+        self._ref_fill = self._delay  # the delay is silence already in the FIFO
+        self._frames = 0
+        self._active_frames = 0
+        self._e_in = 0.0  # microphone energy in / out while the reference plays
+        self._e_out = 0.0
+
+    # -- FIFOs ---------------------------------------------------------------------------
+    def _push(self, io: NodeIO) -> None:
+        x = io.audio("audio")
+        n = len(x)
+        self._mic[self._mic_fill:self._mic_fill + n] = x[:, 0]
+        self._mic_fill += n
+        r = io.audio("reference")
+        n = len(r)
+        dst = self._ref[self._ref_fill:self._ref_fill + n]
+        if self._ref_channels == 1:
+            dst[:] = r[:, 0]
+        else:
+            np.mean(r, axis=1, out=self._ref_mono[:n])
+            dst[:] = self._ref_mono[:n]
+        self._ref_fill += n
+
+    @staticmethod
+    def _to16(x: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> None:
+        np.multiply(x, 32768.0, out=tmp)
+        np.clip(tmp, -32768.0, 32767.0, out=tmp)
+        np.rint(tmp, out=tmp)
+        out[:] = tmp
+
+    def _run_frames(self, out: np.ndarray, frames: int) -> int:
+        """Cancel ``frames`` whole frames from the FIFOs into ``out``; returns samples written."""
+        f = self._frame
+        rtc = self._rtc
+        for k in range(frames):
+            a = k * f
+            ref = self._ref[a:a + f]
+            self._to16(ref, self._ref16, self._tmp)
+            self._apm.process_reverse_stream(rtc.AudioFrame(self._ref_bytes, self._rate, 1, f))
+            mic = self._mic[a:a + f]
+            self._to16(mic, self._mic16, self._tmp)
+            self._apm.process_stream(rtc.AudioFrame(self._mic_bytes, self._rate, 1, f))
+            o = out[a:a + f, 0]
+            np.multiply(self._mic16, 1.0 / 32768.0, out=o)
+            if float(np.dot(ref, ref)) > ACTIVE_RMS * ACTIVE_RMS * f:
+                self._active_frames += 1
+                self._e_in += float(np.dot(mic, mic))
+                self._e_out += float(np.dot(o, o))
+        self._frames += frames
+        n = frames * f
+        for buf, attr in ((self._mic, "_mic_fill"), (self._ref, "_ref_fill")):
+            fill = getattr(self, attr)
+            buf[:fill - n] = buf[n:fill]
+            setattr(self, attr, fill - n)
+        return n
+
+    def process(self, io: NodeIO) -> None:
+        self._push(io)
+        frames = min(self._mic_fill, self._ref_fill) // self._frame
+        io.produced("audio", self._run_frames(io.out("audio"), frames))
+
+    def flush(self, io: NodeIO) -> None:
+        if io.has_audio("audio") and io.has_audio("reference"):
+            self._push(io)
+        if self._ref_fill < self._mic_fill:  # a reference that ended first: silence after it
+            self._ref[self._ref_fill:self._mic_fill] = 0.0
+            self._ref_fill = self._mic_fill
+        out = io.out("audio")
+        n = self._run_frames(out, self._mic_fill // self._frame)
+        rest = self._mic_fill
+        if rest:  # the last partial frame: completed with silence, only the real part kept
+            f = self._frame
+            self._mic[rest:f] = 0.0
+            self._ref[self._ref_fill:f] = 0.0
+            self._ref_fill = self._mic_fill = f
+            tail = np.zeros((f, 1), np.float32)
+            self._run_frames(tail, 1)
+            out[n:n + rest] = tail[:rest]
+            n += rest
+        io.produced("audio", n)
+
+    def close(self) -> None:
+        self._apm = None
+
+    def stats(self) -> dict[str, Any]:
+        red = (10 * math.log10(self._e_in / self._e_out)
+               if self._e_out > 0 and self._e_in > 0 else None)
+        return {"frames": self._frames,
+                "reference_active_s": round(self._active_frames * self._frame / self._rate, 2),
+                "echo_reduction_db": None if red is None else round(red, 1)}
