@@ -471,15 +471,26 @@ def _words(s: str) -> set[str]:
     return {w.strip(".,!?").lower() for w in s.split()}
 
 
-@pytest.mark.parametrize("wired", [True, False])
-def test_the_assistant_does_not_hear_its_own_reply(pulse, wired):
-    """assistant.toml on loudspeakers (the null sink: every reply echoes into the microphone):
-    one user turn, a reply, then a second turn. Muted, the reply gets no transcript and both
-    turns do; unwired (the control), the echo is taken for a user turn."""
+def _assistant_text(mode: str) -> str:
+    """assistant.toml as shipped ("aec": full duplex behind the echo canceller), half duplex
+    (the VAD deaf while it replies), or with neither (the control)."""
     text = ASSISTANT.read_text() + REC_NODE
-    if not wired:
-        text = text.replace(', mute = "reply.events"', "")
-        assert 'in = { audio = "to16k.audio" }' in text
+    if mode == "half_duplex":
+        assert "follow_playback = false" in text
+        text = text.replace("follow_playback = false", "follow_playback = true")
+    elif mode == "neither":
+        assert 'in = { audio = "aec.audio" }' in text
+        text = text.replace('in = { audio = "aec.audio" }', 'in = { audio = "mic.audio" }')
+    return text
+
+
+@pytest.mark.parametrize("mode", ["aec", "half_duplex", "neither"])
+def test_the_assistant_does_not_hear_its_own_reply(pulse, mode):
+    """assistant.toml on loudspeakers (the null sink: every reply echoes into the microphone):
+    one user turn, a reply, then a second turn. With the echo canceller (as shipped) or the VAD
+    muted while replying, the reply gets no transcript and both turns do; with neither (the
+    control), the echo is taken for a user turn."""
+    text = _assistant_text(mode)
     eng = Engine(parse_graph(text, str(ASSISTANT)))
     reply, rr = load_mono(shared("speech/ljspeech__LJ001-0002.wav"))  # "in being comparatively
     user1, r1 = load_mono(shared("speech/librispeech-test-clean__1089-134686-0001.flac"))
@@ -512,11 +523,15 @@ def test_the_assistant_does_not_hear_its_own_reply(pulse, wired):
     echo = [t for t in texts if _words(t) & {"comparatively", "modern", "being"}]
     assert len(_words(texts[0]) & {"stuff", "into", "you", "his", "belly", "counselled"}) >= 2
     assert len(_words(texts[-1]) & {"has", "never", "been", "surpassed"}) >= 3, texts
-    if wired:
-        assert texts and not echo and len(texts) == 2, texts
-        assert eng.stats()["nodes"]["vad"]["muted_windows"] > 0
-    else:
+    nodes = eng.stats()["nodes"]
+    if mode == "neither":
         assert echo, f"the unmuted VAD should have taken the echo for a turn: {texts}"
+    else:
+        assert texts and not echo and len(texts) == 2, texts
+        assert (nodes["vad"]["muted_windows"] > 0) == (mode == "half_duplex")
+    if mode == "aec":  # the first reply in a fresh room: measured 25-30 dB on the null sink
+        assert nodes["aec"]["echo_reduction_db"] > 15, nodes["aec"]
+        assert nodes["aec"]["reference_active_s"] > 1.0, nodes["aec"]
 
 
 @pytest.fixture
@@ -622,10 +637,10 @@ def test_a_speaker_latency_cap_below_its_prime_is_refused_with_the_fix():
 
 def test_barge_in_with_a_headset_stops_the_reply_and_the_user_is_heard(second_sink):
     """Full duplex (the reply goes to a second sink, a headset the microphone does not hear;
-    the VAD's mute unwired): the user talks over a long reply; vad.speech_started ->
-    stop_playback() cuts it, and what they said is the next turn."""
-    text = ASSISTANT.read_text().replace(', mute = "reply.events"', "") + REC_NODE
-    eng = Engine(parse_graph(text, str(ASSISTANT)))
+    the echo canceller bypassed, as for a headset): the user talks over a long reply;
+    vad.speech_started -> stop_playback() cuts it, and what they said is the next turn."""
+    eng = Engine(parse_graph(ASSISTANT.read_text() + REC_NODE, str(ASSISTANT)))
+    eng.set("aec", bypass=True)  # no echo to cancel
     reply, rr = load_mono(shared("speech/ljspeech__LJ001-0001.wav"))  # 9.7 s
     user1, r1 = load_mono(shared("speech/ljspeech__LJ001-0008.wav"))  # "has never been..."
     user2, r2 = load_mono(shared("speech/librispeech-test-clean__1089-134691-0000.flac"))
@@ -660,3 +675,51 @@ def test_barge_in_with_a_headset_stops_the_reply_and_the_user_is_heard(second_si
     assert cut[0].played < cut[0].frames
     assert len(finals) == 2, [f.text for f in finals]
     assert len(_words(finals[1].text) & {"he", "could", "wait", "no", "longer"}) >= 4
+
+
+def test_barge_in_on_loudspeakers_behind_the_echo_canceller(pulse):
+    """assistant.toml as shipped, on loudspeakers (the reply echoes into the microphone at
+    full level): the reply is not taken for the user, from its first second in a fresh room,
+    but the user talking over it is heard: vad.speech_started -> stop_playback() cuts it, and
+    what they said is the next turn (its first words, said over the reply, may be lost)."""
+    eng = Engine(parse_graph(ASSISTANT.read_text() + REC_NODE, str(ASSISTANT)))
+    reply, rr = load_mono(shared("speech/ljspeech__LJ001-0001.wav"))  # 9.7 s
+    user1, r1 = load_mono(shared("speech/ljspeech__LJ001-0008.wav"))  # "has never been..."
+    user2, r2 = load_mono(shared("speech/librispeech-test-clean__1089-134691-0000.flac"))
+    finals, _ = _waiter(eng, "transcript.final")
+    started, is_started = _waiter(eng, "playback.started")
+    cut, is_cut = _waiter(eng, "playback.interrupted")
+    heard: list[Event] = []
+
+    def on_speech(ev: Event) -> None:
+        heard.append(ev)
+        eng.stop_playback()
+    eng.on("vad.speech_started", on_speech)
+    eng.on("transcript.final", lambda ev: eng.play(reply, rate=rr) if len(finals) == 1 else None)
+    with eng:
+        time.sleep(1.0)
+        Player(user1, r1).start()
+        assert is_started.wait(15), "no reply"
+        time.sleep(3.0)
+        assert not cut, "the reply's own echo interrupted it"
+        Player(user2, r2).start().join()
+        assert is_cut.wait(5), "talking over the reply did not stop it"
+        t0 = time.monotonic()
+        while len(finals) < 2 and time.monotonic() - t0 < 10:
+            time.sleep(0.1)
+    rec = eng.node("rec").audio[:, 0]
+    ref, _ = load_mono(shared("speech/ljspeech__LJ001-0001.wav"), 48000)
+    _, ncc = best_alignment(ref[:3 * 48000], rec)
+    assert ncc > 0.9, "the reply's echo did not reach the microphone: the test shows nothing"
+    ref2, _ = load_mono(shared("speech/librispeech-test-clean__1089-134691-0000.flac"), 48000)
+    onset, ncc = best_alignment(ref2, rec)
+    assert ncc > 0.6  # (the reply's echo under its first part)
+    onset_s = (onset + np.flatnonzero(np.abs(ref2) > 0.02)[0]) / 48000  # first loud sample
+    stop_after = cut[0].time_s - onset_s
+    assert 0 < stop_after < 0.8, stop_after
+    assert len(finals) == 2, [f.text for f in finals]
+    assert not _words(finals[1].text) & {"printing", "exhibition", "crafts"}, finals[1].text
+    # "He could wait no longer": what was said while the reply still played (until the stop,
+    # 0.3-0.6 s) is ducked by the canceller's suppression and often lost ("It's wait no
+    # longer", "Wait no longer": BENCHMARKS.md); the rest of the turn must be there
+    assert len(_words(finals[1].text) & {"wait", "no", "longer"}) >= 2, finals[1].text

@@ -11,14 +11,26 @@ The canceller is WebRTC's AEC3 (the one browsers run for calls), through the ``l
 package's ``AudioProcessingModule`` (``pip install 'audio-engine[aec]'``). It finds the echo's
 delay itself, up to about 0.5 s between the reference and the echo in the microphone (the
 speaker's buffer plus both devices' latency; ``reference_delay_ms`` takes a known part of a
-longer one), and adapts to the room: expect the first one to two seconds of the first reply to
-leak partly (5-15 dB less echo) and 30 dB and more after that (``BENCHMARKS.md``). Keep the VAD's
-``mute`` wiring for a graph that must never hear its own first words.
+longer one), and adapts to the room. Measured (``tools/bench/bench_echo_cancel.py``, synthetic
+rooms, real speech; BENCHMARKS.md): 33-50 dB less echo after the first 2 s in rooms up to an
+RT60 of 0.4 s, 22-25 dB at 0.6 s, 8-48 dB during the first 2 s of the first reply.
+
+What it costs: a voice that overlaps the echo (double talk) is ducked by AEC3's suppressor: the
+words a user says over the reply are often lost (in a barge-in, those said before the reply
+stops, 0.3-0.6 s; over a whole utterance at equal level the recogniser's error rate doubles),
+and what follows is clean. The high-pass filter AEC3 needs (under about 80 Hz) is always on.
 
 Rates: 8, 16, 32 or 48 kHz, the reference at the microphone's rate (a multichannel reference is
-averaged to mono). Audio goes through in 10 ms frames (AEC3's); the output is the same stream
-whatever the block size, and it lags the input by less than one frame (not at all when blocks
-are whole frames, as a 10 ms microphone block is).
+averaged to mono). Audio goes through in 10 ms frames (AEC3's) and the output is the same stream
+whatever the block size. It lags the input by AEC3's own delay (``LATENCY``: 8-11 ms, declared
+as ``latency_samples``: output sample n is input sample n - LATENCY); blocks that are not whole
+frames also wait up to a frame for the rest of theirs.
+
+Control: ``Engine.set("aec", bypass=True)`` passes the microphone through untouched (delayed
+as much, so that the timing does not move) from the next quantum: a headset was plugged in, no
+echo to cancel, and AEC3 would still duck a voice that overlaps the reply while it has found no
+echo path. ``bypass=False`` starts a fresh canceller, which adapts to the room again. The
+``bypass`` parameter is where it starts.
 
 Real-time rules: runs on the DSP thread (about 0.07 ms of CPU per 10 ms frame at 48 kHz: the
 call into the native library releases the GIL). ``process`` moves samples through preallocated
@@ -36,11 +48,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError, NegotiationError
+from ..errors import ModelError, NegotiationError, ParamError
 from ..node import AUDIO, AudioSpec, Node, NodeIO, param, register, require_mono, require_rate
 
 RATES = (48000, 16000, 32000, 8000)
 INSTALL = "pip install 'audio-engine[aec]' (the livekit package)"
+#: AEC3's delay from microphone in to out, in samples per rate (measured: noise in, the
+#: reference silent; tests/test_echo_cancel.py checks it)
+LATENCY = {8000: 88, 16000: 128, 32000: 260, 48000: 430}
 #: a reference frame quieter than this (RMS, full scale 1.0) is "not playing" in the statistics
 ACTIVE_RMS = 10 ** (-60 / 20)
 
@@ -68,10 +83,16 @@ class EchoCancel(Node):
         reference_delay_ms: float = param(0.0, ge=0, le=2000, doc="delay the reference by this "
                                           "much first (a known part of an echo delay beyond "
                                           "the 0.5 s AEC3 searches)")
+        bypass: bool = param(False, doc="pass the microphone through (a control too: "
+                             "Engine.set(id, bypass=True/False))")
 
     @classmethod
     def validate_params(cls, p: Params) -> list[str]:
-        if importlib.util.find_spec("livekit") is None:
+        try:
+            missing = importlib.util.find_spec("livekit") is None
+        except (ImportError, ValueError):  # a broken or blocked install
+            missing = True
+        if missing:
             return [f"needs the livekit package, which is not installed: {INSTALL}"]
         return []
 
@@ -85,6 +106,7 @@ class EchoCancel(Node):
                 f"{ref.sample_rate} Hz: add a dsp.resample with rate = {mic.sample_rate} "
                 f"before it")
         self._frame = mic.sample_rate // 100
+        self.latency_samples = LATENCY[mic.sample_rate]
         self._delay = int(round(self.params.reference_delay_ms * mic.sample_rate / 1000))
         block = max(mic.max_block, ref.max_block)
         self._cap = 2 * block + self._frame + self._delay + 64
@@ -105,14 +127,21 @@ class EchoCancel(Node):
         self._mic16 = np.frombuffer(self._mic_bytes, np.int16)
         self._ref16 = np.frombuffer(self._ref_bytes, np.int16)
         self._tmp = np.zeros(f, np.float32)
+        # bypassed, the microphone is delayed as much as AEC3 delays it: the timing stays put
+        self._bypass_line = np.zeros(self.latency_samples + self._cap, np.float32)
         self._apm = None
         self.reset()
 
-    def reset(self) -> None:
-        self._apm = self._rtc.AudioProcessingModule(
+    def _new_apm(self):
+        return self._rtc.AudioProcessingModule(
             echo_cancellation=True, noise_suppression=self.params.noise_suppression,
             high_pass_filter=True, auto_gain_control=False)
+
+    def reset(self) -> None:
+        self._bypass = self.params.bypass
+        self._apm = None if self._bypass else self._new_apm()
         self._mic_fill = 0
+        self._bypass_line[:] = 0.0
         self._ref[:] = 0.0
         self._ref_fill = self._delay  # the delay is silence already in the FIFO
         self._frames = 0
@@ -147,7 +176,13 @@ class EchoCancel(Node):
         """Cancel ``frames`` whole frames from the FIFOs into ``out``; returns samples written."""
         f = self._frame
         rtc = self._rtc
-        for k in range(frames):
+        if self._bypass:
+            lat, n = self.latency_samples, frames * f
+            line = self._bypass_line
+            line[lat:lat + n] = self._mic[:n]
+            out[:n, 0] = line[:n]
+            line[:lat] = line[n:n + lat]
+        for k in range(0 if self._bypass else frames):
             a = k * f
             ref = self._ref[a:a + f]
             self._to16(ref, self._ref16, self._tmp)
@@ -194,12 +229,30 @@ class EchoCancel(Node):
             n += rest
         io.produced("audio", n)
 
+    def check_control(self, values: dict[str, Any]) -> None:
+        bad = [f"{k} = {v!r}" for k, v in values.items()
+               if k != "bypass" or not isinstance(v, bool)]
+        if bad or not values:
+            raise ParamError(f"{self.id}: controls take bypass = True/False, got "
+                             f"{', '.join(bad) or 'nothing'}")
+
+    def control(self, values: dict[str, Any]) -> None:
+        """``bypass`` (a boolean), from the runtime between blocks. The canceller is created
+        here (off the callback; a fresh one adapts again) when it comes back on."""
+        self.check_control(values)
+        on = not values["bypass"]
+        if on and self._apm is None:
+            self._apm = self._new_apm()
+        elif not on:
+            self._apm = None
+        self._bypass = not on
+
     def close(self) -> None:
         self._apm = None
 
     def stats(self) -> dict[str, Any]:
         red = (10 * math.log10(self._e_in / self._e_out)
                if self._e_out > 0 and self._e_in > 0 else None)
-        return {"frames": self._frames,
+        return {"frames": self._frames, "bypass": self._bypass,
                 "reference_active_s": round(self._active_frames * self._frame / self._rate, 2),
                 "echo_reduction_db": None if red is None else round(red, 1)}

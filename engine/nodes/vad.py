@@ -24,7 +24,9 @@ Ports
 Controls (``Engine.set(node_id, ...)``, applied at the next quantum): ``listen = False`` makes
 every window count as silence until ``listen = True`` (a mute button, push-to-talk: an open
 segment ends as usual after ``min_silence_ms``); ``follow_playback = False`` ignores the
-``mute`` port until set back to True (the user put a headset on and may now talk over a reply).
+``mute`` port until set back to True (the user put a headset on and may now talk over a reply);
+the ``follow_playback`` parameter is where it starts (False behind an echo canceller: full
+duplex, with half duplex one ``Engine.set`` away when the echo still gets through).
 ``events`` (out)
     :class:`~engine.events.SpeechStarted` (``sample`` = onset including ``speech_pad_ms``) and
     :class:`~engine.events.SpeechStopped` (``sample`` = end including the pad,
@@ -101,6 +103,9 @@ class VadParams:
     mute_tail_ms: float = param(300.0, ge=0, le=5000,
                                 doc="with the mute port wired: stay deaf this long after a "
                                     "playback ends (its echo still arrives)")
+    follow_playback: bool = param(True, doc="with the mute port wired: be deaf while it plays "
+                                  "(False: full duplex until Engine.set(id, "
+                                  "follow_playback=True), e.g. behind an echo canceller)")
 
 
 class _GatedVad(Node):
@@ -133,7 +138,7 @@ class _GatedVad(Node):
         self._mute_from = math.inf
         self._mute_until = -math.inf
         self._listen = True  # controls (DSP thread): see the module docstring
-        self._follow_playback = True
+        self._follow_playback = params.follow_playback
 
     # -- to be provided by subclasses
     def _geometry(self, rate: int) -> tuple[int, int]:
