@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """A voice-assistant loop on the engine: listen, end of turn, "think", speak, barge-in, repeat.
 
-    python examples/assistant.py                       # half duplex: deaf while it speaks
-    python examples/assistant.py --headset             # full duplex: talk over it to stop it
+    python examples/assistant.py                       # loudspeakers: talk over it to stop it
+    python examples/assistant.py --headset             # no echo: the canceller bypassed
+    python examples/assistant.py --half-duplex         # deaf while it speaks
     python examples/assistant.py --reply my_tts.wav --duration 60
 
 It answers every turn with the same recorded reply (stand-in for a TTS that returns a NumPy
 array). Ctrl-C stops it cleanly: the last turn is finalised, the models are released.
 
-Echo: on loudspeakers the microphone hears the reply. graphs/assistant.toml wires the reply's
-events into the VAD's ``mute`` input, so the reply is never taken for a user turn (but nobody
-can interrupt it either). ``--headset`` drops that wire: then speaking while the reply plays
-stops it (``vad.speech_started`` -> ``Engine.stop_playback()``).
+Echo: on loudspeakers the microphone hears the reply. graphs/assistant.toml takes it out with an
+echo canceller (``dsp.echo_cancel``) before the VAD, so the reply is not taken for a user turn
+and speaking while it plays stops it (``vad.speech_started`` -> ``Engine.stop_playback()``;
+the words said before it stops are often lost). ``--headset``: no echo, the canceller is
+bypassed (it would duck those words for nothing). ``--half-duplex``: the VAD is deaf from each
+reply's start until 300 ms after its end (a loud, distorting speaker whose echo gets through).
 """
 
 from __future__ import annotations
@@ -33,23 +36,26 @@ GRAPH = REPO / "graphs" / "assistant.toml"
 REPLY = REPO.parent / "shared" / "data" / "speech" / "ljspeech__LJ001-0002.wav"
 
 
-def build(headset: bool) -> Engine:
+def build(headset: bool, half_duplex: bool) -> Engine:
     eng = Engine.from_file(GRAPH)
-    if headset:  # no echo to fear: let the VAD hear the user over the reply (a run-time
-        eng.set("vad", follow_playback=False)  # control: switch it back when the headset goes)
+    if headset:  # no echo to cancel (run-time controls: switch back when the headset goes)
+        eng.set("aec", bypass=True)
+    if half_duplex:  # deaf while replying
+        eng.set("vad", follow_playback=True)
     return eng
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reply", default=str(REPLY), help="audio file played as every reply")
-    ap.add_argument("--headset", action="store_true", help="no echo: allow barge-in")
+    ap.add_argument("--headset", action="store_true", help="no echo: bypass the canceller")
+    ap.add_argument("--half-duplex", action="store_true", help="deaf while replying")
     ap.add_argument("--think-s", type=float, default=0.3, help="pretend thinking time")
     ap.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     a = ap.parse_args()
     reply, reply_rate = sf.read(a.reply, dtype="float32")  # what a TTS would return
 
-    eng = build(a.headset)
+    eng = build(a.headset, a.half_duplex)
     turns: queue.SimpleQueue[Event] = queue.SimpleQueue()
     spoke = [0]  # user speech onsets so far: a reply to an older turn is stale
 
@@ -62,7 +68,7 @@ def main() -> int:
     def on_segment(ev: Event) -> None:  # the turn's audio, e.g. for a speaker check
         print(f"      turn audio: {ev.duration_s:.2f} s at {ev.sample_rate} Hz")
 
-    def on_speech(ev: Event) -> None:  # barge-in (never fires during a reply when muted)
+    def on_speech(ev: Event) -> None:  # barge-in (never during a reply in half duplex)
         spoke[0] += 1
         eng.stop_playback()
 
