@@ -148,22 +148,34 @@ class EchoCancel(Node):
         self._active_frames = 0
         self._e_in = 0.0  # microphone energy in / out while the reference plays
         self._e_out = 0.0
+        self._overflow = 0
 
     # -- FIFOs ---------------------------------------------------------------------------
     def _push(self, io: NodeIO) -> None:
-        x = io.audio("audio")
+        if io.has_audio("audio"):
+            x = io.audio("audio")
+            self._mic_fill = self._append(self._mic, self._mic_fill, x[:, 0])
+        if io.has_audio("reference"):
+            r = io.audio("reference")
+            if self._ref_channels > 1:
+                np.mean(r, axis=1, out=self._ref_mono[:len(r)])
+                src = self._ref_mono[:len(r)]
+            else:
+                src = r[:, 0]
+            self._ref_fill = self._append(self._ref, self._ref_fill, src)
+
+    def _append(self, buf: np.ndarray, fill: int, x: np.ndarray) -> int:
+        """Append x to a FIFO; returns the new fill. Both inputs come from one clock, so one
+        cannot run ahead of the other by more than a block; if it ever did, the oldest frames
+        go (counted in ``fifo_overflow_frames``) rather than the node failing."""
         n = len(x)
-        self._mic[self._mic_fill:self._mic_fill + n] = x[:, 0]
-        self._mic_fill += n
-        r = io.audio("reference")
-        n = len(r)
-        dst = self._ref[self._ref_fill:self._ref_fill + n]
-        if self._ref_channels == 1:
-            dst[:] = r[:, 0]
-        else:
-            np.mean(r, axis=1, out=self._ref_mono[:n])
-            dst[:] = self._ref_mono[:n]
-        self._ref_fill += n
+        if fill + n > len(buf):
+            drop = fill + n - len(buf)
+            self._overflow += drop
+            buf[:fill - drop] = buf[drop:fill]
+            fill -= drop
+        buf[fill:fill + n] = x
+        return fill + n
 
     @staticmethod
     def _to16(x: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> None:
@@ -210,8 +222,7 @@ class EchoCancel(Node):
         io.produced("audio", self._run_frames(io.out("audio"), frames))
 
     def flush(self, io: NodeIO) -> None:
-        if io.has_audio("audio") and io.has_audio("reference"):
-            self._push(io)
+        self._push(io)
         if self._ref_fill < self._mic_fill:  # a reference that ended first: silence after it
             self._ref[self._ref_fill:self._mic_fill] = 0.0
             self._ref_fill = self._mic_fill
@@ -255,4 +266,5 @@ class EchoCancel(Node):
                if self._e_out > 0 and self._e_in > 0 else None)
         return {"frames": self._frames, "bypass": self._bypass,
                 "reference_active_s": round(self._active_frames * self._frame / self._rate, 2),
-                "echo_reduction_db": None if red is None else round(red, 1)}
+                "echo_reduction_db": None if red is None else round(red, 1),
+                "fifo_overflow_frames": self._overflow}
