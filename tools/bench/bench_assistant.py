@@ -154,6 +154,14 @@ def play_into_mic(x: np.ndarray) -> None:
     p.wait(60)
 
 
+def settle(eng: Engine, s: float = 1.0) -> None:
+    """Wait until the graph's clock has run ``s`` seconds: the microphone's stream can take a
+    moment to start, and an utterance played before it would be heard in part or not at all."""
+    t0 = time.monotonic()
+    while eng.audio_seconds < s and time.monotonic() - t0 < 10:
+        time.sleep(0.01)
+
+
 def glitches(st: dict) -> dict:
     mic, spk = st["nodes"]["mic"], st["nodes"]["speaker"]
     drops = {k: v["queue_drops"] for k, v in st["nodes"].items() if v.get("queue_drops")}
@@ -206,7 +214,7 @@ def turns(over: dict, mode: str) -> dict:
     eng.on("engine.xrun", lambda ev: xruns.append(f"{ev.kind} at {ev.time_s:.2f} s"))
     users = [load(u) for u in USERS]
     with eng:
-        time.sleep(1.0)
+        settle(eng)
         sent = []  # the graph's clock when each utterance went to the sound server
         for x, _ in users:
             done.clear()
@@ -435,7 +443,7 @@ def barge_in(over: dict, mode: str, n: int) -> dict:
     for name, off in zip(names, offsets, strict=True):  # the first reply of a fresh engine
         s = Session(over, mode)
         with s.eng:
-            time.sleep(1.0)
+            settle(s.eng)
             s.trial(name, users[name], float(off))
         res = s.analyse(refs, users)
         fresh_rows += res["rows"]
@@ -443,7 +451,7 @@ def barge_in(over: dict, mode: str, n: int) -> dict:
         counts.append(res["glitch_counts"])
     s = Session(over, mode)  # adapted: two full replies first, then the same trials
     with s.eng:
-        time.sleep(1.0)
+        settle(s.eng)
         s.prime()
         s.prime()
         for name, off in zip(names, offsets, strict=True):
