@@ -63,6 +63,7 @@ USERS = ["librispeech-test-clean__1089-134686-0001.flac", "ljspeech__LJ001-0008.
          "pocketsphinx-cards__002.wav", "ljspeech__LJ002-0020.wav", "ljspeech__LJ002-0035.wav",
          "librispeech-test-clean__1089-134691-0000.flac"]
 REPLY = "ljspeech__LJ001-0002.wav"  # 1.9 s: "in being comparatively modern"
+REPLY_WORDS = {"being", "comparatively", "modern"}  # in none of USERS
 LONG_REPLY = "ljspeech__LJ001-0001.wav"  # 9.7 s: "Printing, in the only sense with which..."
 # the users who talk over the long reply: LibriSpeech speakers 1089 (male) and 1221 (female)
 BARGE_USERS = ["librispeech-test-clean__1089-134691-0000.flac",  # 2.1 s
@@ -205,7 +206,7 @@ def turns(over: dict, mode: str) -> dict:
 
     def on_final(ev: Event) -> None:
         finals.append(ev)
-        if ev.last and ev.text:
+        if ev.last and ev.text and eng.running:  # (an echo's final can come in the drain)
             eng.play(reply, rate=rr)
 
     eng.on("transcript.final", on_final)
@@ -245,11 +246,15 @@ def turns(over: dict, mode: str) -> dict:
         rows.append(row)
     replies = [(r["reply_heard_after_end_s"] + r["speech_end_s"]) for r in rows
                if r.get("reply_heard_after_end_s") is not None]
-    # a final whose speech ended while a reply was heard (its 1.9 s and 0.4 s after) is the
-    # reply's echo taken for a user turn; "reply" says which (0: the first, in a fresh room)
-    echo = [{"reply": i, "text": f.text, "end_s": round(f.speech_end_sample / f.sample_rate, 2)}
-            for f in finals for i, a in enumerate(replies)
-            if a - 0.1 <= f.speech_end_sample / f.sample_rate <= a + 2.3]
+    # the reply's echo taken for a user turn: a final with the reply's words (no user says
+    # them) or whose speech ended while a reply was heard (its 1.9 s and 0.4 s after);
+    # "reply" says which (0: the first, in a fresh room; None: a reply not found in rec)
+    echo = []
+    for f in finals:
+        end = f.speech_end_sample / f.sample_rate
+        i = next((i for i, a in enumerate(replies) if a - 0.1 <= end <= a + 2.3), None)
+        if i is not None or set(normalize(f.text).split()) & REPLY_WORDS:
+            echo.append({"reply": i, "text": f.text, "end_s": round(end, 2)})
     lat = [r["final_after_end_s"] for r in rows if r.get("final_after_end_s") is not None]
     rep = [r["reply_heard_after_end_s"] for r in rows if r.get("reply_heard_after_end_s")]
     return {"mode": mode, "rows": rows, "finals": len(finals), "replies_heard": len(replies),
@@ -259,7 +264,9 @@ def turns(over: dict, mode: str) -> dict:
             "reply_heard_after_end_p50_s": round(float(np.median(rep)), 3) if rep else None,
             "reply_heard_after_end_max_s": round(float(np.max(rep)), 3) if rep else None,
             "engine_latency": st["latency"].get("transcript.final"),
-            "aec": aec_stats(st), "muted_windows": st["nodes"]["vad"]["muted_windows"],
+            # (in "neither" the canceller's output goes nowhere: its stats mean nothing)
+            "aec": aec_stats(st) if mode != "neither" else None,
+            "muted_windows": st["nodes"]["vad"]["muted_windows"],
             "glitches": glitches(st), "xruns": xruns,
             "finals_detail": [(f.text, round(f.time_s, 2), round(f.avg_logprob, 2))
                               for f in finals]}
@@ -271,6 +278,7 @@ class Session:
     from the microphone's recording."""
 
     def __init__(self, over: dict, mode: str) -> None:
+        self.mode = mode
         self.eng = eng = Engine(parse_graph(graph_text(mode), str(GRAPH), over))
         self.reply, self.rr = load(LONG_REPLY, 22050)
         self.reply48, _ = load(LONG_REPLY)
@@ -411,7 +419,8 @@ class Session:
                         and self.ended[c].type == "playback.interrupted"]
         st = eng.stats()
         return {"rows": rows, "false_barge_ins_on_priming_replies": len(false_primes),
-                "priming_replies": len(self.primes), "aec": aec_stats(st),
+                "priming_replies": len(self.primes),
+                "aec": aec_stats(st) if self.mode != "neither" else None,
                 "muted_windows": st["nodes"]["vad"]["muted_windows"],
                 "glitches": glitches(st), "glitch_counts": glitch_counts(st),
                 "xruns": self.xruns}
