@@ -52,6 +52,7 @@ from scipy.signal import correlate, resample_poly
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from engine.errors import EngineError  # noqa: E402
 from engine.events import Event  # noqa: E402
 from engine.graph import parse_graph  # noqa: E402
 from engine.metrics import normalize, wer  # noqa: E402
@@ -206,8 +207,11 @@ def turns(over: dict, mode: str) -> dict:
 
     def on_final(ev: Event) -> None:
         finals.append(ev)
-        if ev.last and ev.text and eng.running:  # (an echo's final can come in the drain)
-            eng.play(reply, rate=rr)
+        if ev.last and ev.text:
+            try:
+                eng.play(reply, rate=rr)
+            except EngineError:  # an echo's final in the drain, the engine stopping
+                pass
 
     eng.on("transcript.final", on_final)
     eng.on("playback.finished", lambda ev: done.set())
