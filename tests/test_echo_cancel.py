@@ -67,6 +67,22 @@ def test_the_echo_goes_and_the_output_does_not_depend_on_the_block_size(rate):
     assert erle > 30, f"echo reduced by only {erle:.1f} dB after 3 s"
 
 
+def test_an_echo_later_than_aec3_searches_needs_reference_delay_ms():
+    """AEC3 looks for the echo up to about 0.5 s after the reference: at 0.7 s it finds none,
+    and ``reference_delay_ms`` (a known part of the delay taken off first) brings it back."""
+    rate = 16000
+    far, _ = _echo_scene(rate)
+    mic = np.convolve(far, _room(rate, delay_s=0.7))[:len(far)].astype(np.float32)
+    mic *= np.float32(10 ** (-22 / 20) / _rms(mic))
+    after = slice(3 * rate, len(mic))
+    erle = {}
+    for ref_delay in (0.0, 400.0):
+        node = EchoCancel("aec", EchoCancel.Params(reference_delay_ms=ref_delay))
+        out = run_node(node, {"audio": mic, "reference": far}, rate, 160).audio["audio"][:, 0]
+        erle[ref_delay] = 20 * np.log10(_rms(mic[after]) / _rms(out[after]))
+    assert erle[0.0] < 10 and erle[400.0] > 25, erle
+
+
 def test_a_voice_without_echo_passes_with_its_level_and_the_declared_delay():
     """No reference (nothing played): the microphone comes through, AEC3's high-pass filter
     and its own delay aside; the delay is what the node declares, at every rate."""

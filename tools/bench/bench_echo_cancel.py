@@ -147,11 +147,11 @@ def echo_active(echo: np.ndarray, f: int) -> np.ndarray:
     return fe > (10 ** (ECHO_DBFS / 10)) * f * 10 ** (-ACTIVE_BELOW_DB / 10)
 
 
-def run_aec(mic: np.ndarray, far: np.ndarray, rate: int, lag: int = 0) -> tuple[np.ndarray,
-                                                                             dict]:
+def run_aec(mic: np.ndarray, far: np.ndarray, rate: int, lag: int = 0,
+            ref_delay_ms: float = 0.0) -> tuple[np.ndarray, dict]:
     """The node over the whole signal in 10 ms blocks; the output moved ``lag`` samples earlier
     (the measured lag of the node's output, so that it lines up with the microphone)."""
-    node = EchoCancel("aec", EchoCancel.Params())
+    node = EchoCancel("aec", EchoCancel.Params(reference_delay_ms=ref_delay_ms))
     r = run_node(node, {"audio": mic, "reference": far}, rate, rate // 100)
     out = r.audio["audio"][:, 0]
     if len(out) != len(mic):
@@ -267,15 +267,18 @@ def erle_curve(mic, out, echo, rate: int, mask: np.ndarray | None = None) -> dic
 
 def rooms_section(far16: np.ndarray, rt60s, delays, lags: dict[int, int]) -> list[dict]:
     out = []
-    cases = [(16000, rt, d) for rt in rt60s for d in delays] + [(48000, 0.4, 150.0)]
+    # beyond the delay AEC3 searches (~0.5 s), without and with reference_delay_ms
+    cases = ([(16000, rt, d, 0.0) for rt in rt60s for d in delays]
+             + [(48000, 0.4, 150.0, 0.0), (16000, 0.4, 700.0, 0.0), (16000, 0.4, 700.0, 400.0)])
     far48 = resample_poly(far16, 3, 1).astype(np.float32)
-    for rate, rt, d in cases:
+    for rate, rt, d, ref_delay in cases:
         far = far16 if rate == 16000 else far48
         echo = make_echo(far, rt, d, rate)
         mic = echo + noise(len(echo))
         t0 = time.perf_counter()
-        y, st = run_aec(mic, far, rate, lags[rate])
-        r = {"rate": rate, "rt60_s": rt, "delay_ms": d, **erle_curve(mic, y, echo, rate),
+        y, st = run_aec(mic, far, rate, lags[rate], ref_delay)
+        r = {"rate": rate, "rt60_s": rt, "delay_ms": d, "reference_delay_ms": ref_delay,
+             **erle_curve(mic, y, echo, rate),
              "node_echo_reduction_db": st["echo_reduction_db"],
              "run_s": time.perf_counter() - t0}
         out.append(r)
@@ -470,7 +473,9 @@ def main(argv: list[str] | None = None) -> int:
                  "noise-floor ceiling dB", "node stats echo_reduction_db"],
                 [[f"{r['rate'] // 1000} kHz",
                   "pure delay" if r["rt60_s"] == 0 else f"RT60 {r['rt60_s']:g} s",
-                  f"{r['delay_ms']:g}", f1(r["erle_first_2s_db"]), f1(r["erle_after_2s_db"]),
+                  f"{r['delay_ms']:g}" + (f" (reference_delay_ms {r['reference_delay_ms']:g})"
+                                          if r["reference_delay_ms"] else ""),
+                  f1(r["erle_first_2s_db"]), f1(r["erle_after_2s_db"]),
                   "never" if r["time_to_20db_s"] is None else f"{r['time_to_20db_s']:.2f}",
                   f1(r["erle_windows_after_p10_db"]), f1(r["ceiling_db"]),
                   f1(r["node_echo_reduction_db"])] for r in rooms]))
