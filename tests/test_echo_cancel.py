@@ -56,7 +56,8 @@ def test_the_echo_goes_and_the_output_does_not_depend_on_the_block_size(rate):
                   else [rate // 100, 1024, [0, 1, 480, 17]]):
         node = EchoCancel("aec", EchoCancel.Params())
         out = run_node(node, {"audio": mic, "reference": far}, rate, block).audio["audio"][:, 0]
-        assert len(out) == len(mic)
+        assert len(out) == len(mic) + LATENCY[rate]  # all of it, AEC3's delay included
+        out = out[LATENCY[rate]:]
         outs.append(out)
         st = node.stats()
         assert st["reference_active_s"] > 8 and st["echo_reduction_db"] > 20, st
@@ -112,7 +113,7 @@ def test_bypass_passes_the_microphone_through_on_the_same_timing():
     lat = LATENCY[16000]
     node = EchoCancel("aec", EchoCancel.Params(bypass=True))
     out = run_node(node, {"audio": mic, "reference": far}, 16000, 480).audio["audio"][:, 0]
-    np.testing.assert_array_equal(out[lat:], mic[:-lat])
+    np.testing.assert_array_equal(out[lat:], mic)
     assert not out[:lat].any() and node.stats()["bypass"] is True
     # switched at run time: off, then on again with a fresh canceller that adapts again
     node = EchoCancel("aec", EchoCancel.Params())

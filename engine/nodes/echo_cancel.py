@@ -35,8 +35,9 @@ echo path. ``bypass=False`` starts a fresh canceller, which adapts to the room a
 Real-time rules: runs on the DSP thread (about 0.07 ms of CPU per 10 ms frame at 48 kHz: the
 call into the native library releases the GIL). ``process`` moves samples through preallocated
 FIFOs and int16 frame buffers with slice copies; the per-frame call builds a small request
-object (no audio is copied to make it). ``stats()`` reports how much the echo was reduced while
-the reference played (``echo_reduction_db``: microphone energy in over energy out).
+object (no audio is copied to make it). ``stats()`` reports ``echo_reduction_db``: microphone
+energy in over energy out while the reference played, which is how much the echo was reduced
+when only the reply sounded (a user talking over it counts as output too and lowers it).
 """
 
 from __future__ import annotations
@@ -109,8 +110,10 @@ class EchoCancel(Node):
         self.latency_samples = LATENCY[mic.sample_rate]
         self._delay = int(round(self.params.reference_delay_ms * mic.sample_rate / 1000))
         block = max(mic.max_block, ref.max_block)
-        self._cap = 2 * block + self._frame + self._delay + 64
-        return {"audio": AudioSpec(mic.sample_rate, 1, block + self._frame,
+        self._cap = 2 * block + self._frame + self._delay + self.latency_samples + 64
+        # the flush also lets out AEC3's delay: one block, a frame's remainder and that
+        return {"audio": AudioSpec(mic.sample_rate, 1,
+                                   block + self._frame + self.latency_samples,
                                    latency_s=mic.latency_s)}
 
     def prepare(self, specs: dict[str, AudioSpec]) -> None:
@@ -222,7 +225,13 @@ class EchoCancel(Node):
         io.produced("audio", self._run_frames(io.out("audio"), frames))
 
     def flush(self, io: NodeIO) -> None:
+        """The rest, then AEC3's delay of silence, so that the output has the input's length
+        plus ``latency_samples`` (as a resampler's does): nothing the microphone heard stays
+        inside the canceller."""
         self._push(io)
+        lat = self.latency_samples
+        self._mic[self._mic_fill:self._mic_fill + lat] = 0.0
+        self._mic_fill += lat
         if self._ref_fill < self._mic_fill:  # a reference that ended first: silence after it
             self._ref[self._ref_fill:self._mic_fill] = 0.0
             self._ref_fill = self._mic_fill

@@ -154,11 +154,12 @@ def run_aec(mic: np.ndarray, far: np.ndarray, rate: int, lag: int = 0,
     node = EchoCancel("aec", EchoCancel.Params(reference_delay_ms=ref_delay_ms))
     r = run_node(node, {"audio": mic, "reference": far}, rate, rate // 100)
     out = r.audio["audio"][:, 0]
-    if len(out) != len(mic):
-        raise RuntimeError(f"output length {len(out)} != input {len(mic)}")
+    if len(out) != len(mic) + node.latency_samples:  # the flush lets the delay out too
+        raise RuntimeError(f"output length {len(out)} != input {len(mic)} + latency "
+                           f"{node.latency_samples}")
     st = {**node.stats(), "latency_samples": node.latency_samples}
     node.close()
-    return shift(out, lag), st
+    return shift(out, lag)[:len(mic)], st
 
 
 def shift(x: np.ndarray, lag: int) -> np.ndarray:
