@@ -723,3 +723,23 @@ def test_barge_in_on_loudspeakers_behind_the_echo_canceller(pulse):
     # 0.3-0.6 s) is ducked by the canceller's suppression and often lost ("It's wait no
     # longer", "Wait no longer": BENCHMARKS.md); the rest of the turn must be there
     assert len(_words(finals[1].text) & {"wait", "no", "longer"}) >= 2, finals[1].text
+
+
+def test_the_assistant_example_runs_a_turn_on_loudspeakers(pulse):
+    """examples/assistant.py as a user starts it: a turn spoken into the microphone is printed
+    and answered, the reply's echo is not taken for a second turn, and it ends cleanly."""
+    import subprocess
+    import sys
+
+    user, r = load_mono(shared("speech/ljspeech__LJ001-0008.wav"))  # "has never been..."
+    p = subprocess.Popen([sys.executable, str(REPO / "examples" / "assistant.py"),
+                          "--duration", "14"], cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    time.sleep(5.0)  # imports, models, devices
+    Player(user, r).start().join()
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0, out
+    turns = [line for line in out.splitlines() if line.startswith("user:")]
+    assert len(turns) == 1, out  # the reply (1.9 s, echoing) is not a turn
+    assert len(_words(turns[0]) & {"has", "never", "been", "surpassed"}) >= 3, out
+    assert "playback.finished" in out and "1 replies" in out, out
