@@ -4,27 +4,29 @@ loudspeaker plays (WebRTC's AEC3).
 Inputs: ``audio``, the microphone (mono), and ``reference``, what the graph sends to the
 loudspeaker (wire it to the same port as the ``sink.speaker``). The output is the microphone
 with the loudspeaker's echo removed: a voice assistant can hear the user talk over its reply
-(barge-in) instead of going deaf while it speaks. Without echo, the signal passes through
-(the canceller's high-pass filter aside, which removes what is under about 80 Hz).
+(barge-in) instead of going deaf while it speaks. Without echo, the signal passes through,
+but for the high-pass filter AEC3 needs (under about 80 Hz) and, at 48 kHz, what is above about
+16 kHz (AEC3 works on the band under it).
 
 The canceller is WebRTC's AEC3 (the one browsers run for calls), through the ``livekit``
 package's ``AudioProcessingModule`` (``pip install 'audio-engine[aec]'``). It finds the echo's
 delay itself, up to about 0.5 s between the reference and the echo in the microphone (the
 speaker's buffer plus both devices' latency; ``reference_delay_ms`` takes a known part of a
 longer one), and adapts to the room. Measured (``tools/bench/bench_echo_cancel.py``, synthetic
-rooms, real speech; BENCHMARKS.md): 33-50 dB less echo after the first 2 s in rooms up to an
+rooms, real speech; BENCHMARKS.md): 33-51 dB less echo after the first 2 s in rooms up to an
 RT60 of 0.4 s, 22-25 dB at 0.6 s, 8-48 dB during the first 2 s of the first reply.
 
 What it costs: a voice that overlaps the echo (double talk) is ducked by AEC3's suppressor: the
 words a user says over the reply are often lost (in a barge-in, those said before the reply
 stops, 0.3-0.6 s; over a whole utterance at equal level the recogniser's error rate doubles),
-and what follows is clean. The high-pass filter AEC3 needs (under about 80 Hz) is always on.
+and what follows is clean.
 
 Rates: 8, 16, 32 or 48 kHz, the reference at the microphone's rate (a multichannel reference is
 averaged to mono). Audio goes through in 10 ms frames (AEC3's) and the output is the same stream
-whatever the block size. It lags the input by AEC3's own delay (``LATENCY``: 8-11 ms, declared
-as ``latency_samples``: output sample n is input sample n - LATENCY); blocks that are not whole
-frames also wait up to a frame for the rest of theirs.
+whatever the block size. It lags the input by AEC3's own delay (``LATENCY``: 8-11 ms, 6 ms more
+with ``noise_suppression``; declared as ``latency_samples``: output sample n is input sample
+n - latency_samples); blocks that are not whole frames also wait up to a frame for the rest of
+theirs.
 
 Control: ``Engine.set("aec", bypass=True)`` passes the microphone through untouched (delayed
 as much, so that the timing does not move) from the next quantum: a headset was plugged in, no
@@ -55,8 +57,9 @@ from ..node import AUDIO, AudioSpec, Node, NodeIO, param, register, require_mono
 RATES = (48000, 16000, 32000, 8000)
 INSTALL = "pip install 'audio-engine[aec]' (the livekit package)"
 #: AEC3's delay from microphone in to out, in samples per rate (measured: noise in, the
-#: reference silent; tests/test_echo_cancel.py checks it)
+#: reference silent; tests/test_echo_cancel.py checks it); the noise suppressor adds 6 ms
 LATENCY = {8000: 88, 16000: 128, 32000: 260, 48000: 430}
+NS_LATENCY_MS = 6
 #: a reference frame quieter than this (RMS, full scale 1.0) is "not playing" in the statistics
 ACTIVE_RMS = 10 ** (-60 / 20)
 
@@ -90,7 +93,7 @@ class EchoCancel(Node):
     @classmethod
     def validate_params(cls, p: Params) -> list[str]:
         try:
-            missing = importlib.util.find_spec("livekit") is None
+            missing = importlib.util.find_spec("livekit.rtc") is None
         except (ImportError, ValueError):  # a broken or blocked install
             missing = True
         if missing:
@@ -107,13 +110,13 @@ class EchoCancel(Node):
                 f"{ref.sample_rate} Hz: add a dsp.resample with rate = {mic.sample_rate} "
                 f"before it")
         self._frame = mic.sample_rate // 100
-        self.latency_samples = LATENCY[mic.sample_rate]
+        self.latency_samples = LATENCY[mic.sample_rate] + (
+            mic.sample_rate * NS_LATENCY_MS // 1000 if self.params.noise_suppression else 0)
         self._delay = int(round(self.params.reference_delay_ms * mic.sample_rate / 1000))
         block = max(mic.max_block, ref.max_block)
         self._cap = 2 * block + self._frame + self._delay + self.latency_samples + 64
-        # the flush also lets out AEC3's delay: one block, a frame's remainder and that
-        return {"audio": AudioSpec(mic.sample_rate, 1,
-                                   block + self._frame + self.latency_samples,
+        # whatever the FIFO holds can come out in one call (the flush adds AEC3's delay)
+        return {"audio": AudioSpec(mic.sample_rate, 1, self._cap + self.latency_samples,
                                    latency_s=mic.latency_s)}
 
     def prepare(self, specs: dict[str, AudioSpec]) -> None:
@@ -130,8 +133,11 @@ class EchoCancel(Node):
         self._mic16 = np.frombuffer(self._mic_bytes, np.int16)
         self._ref16 = np.frombuffer(self._ref_bytes, np.int16)
         self._tmp = np.zeros(f, np.float32)
-        # bypassed, the microphone is delayed as much as AEC3 delays it: the timing stays put
-        self._bypass_line = np.zeros(self.latency_samples + self._cap, np.float32)
+        # the microphone's last frames, kept in both modes: bypassed, the output is read from
+        # here delayed as much as AEC3 delays it (the timing stays put); switched back on, a
+        # fresh canceller is first run over them so that it continues where the bypass was
+        self._hist_len = -(-self.latency_samples // f) * f
+        self._line = np.zeros(self._hist_len + self._cap, np.float32)
         self._apm = None
         self.reset()
 
@@ -144,7 +150,7 @@ class EchoCancel(Node):
         self._bypass = self.params.bypass
         self._apm = None if self._bypass else self._new_apm()
         self._mic_fill = 0
-        self._bypass_line[:] = 0.0
+        self._line[:] = 0.0
         self._ref[:] = 0.0
         self._ref_fill = self._delay  # the delay is silence already in the FIFO
         self._frames = 0
@@ -191,12 +197,12 @@ class EchoCancel(Node):
         """Cancel ``frames`` whole frames from the FIFOs into ``out``; returns samples written."""
         f = self._frame
         rtc = self._rtc
+        h, n = self._hist_len, frames * f
+        line = self._line
+        line[h:h + n] = self._mic[:n]
         if self._bypass:
-            lat, n = self.latency_samples, frames * f
-            line = self._bypass_line
-            line[lat:lat + n] = self._mic[:n]
-            out[:n, 0] = line[:n]
-            line[:lat] = line[n:n + lat]
+            a = h - self.latency_samples
+            out[:n, 0] = line[a:a + n]
         for k in range(0 if self._bypass else frames):
             a = k * f
             ref = self._ref[a:a + f]
@@ -211,8 +217,8 @@ class EchoCancel(Node):
                 self._active_frames += 1
                 self._e_in += float(np.dot(mic, mic))
                 self._e_out += float(np.dot(o, o))
+        line[:h] = line[n:n + h]
         self._frames += frames
-        n = frames * f
         for buf, attr in ((self._mic, "_mic_fill"), (self._ref, "_ref_fill")):
             fill = getattr(self, attr)
             buf[:fill - n] = buf[n:fill]
@@ -257,12 +263,21 @@ class EchoCancel(Node):
                              f"{', '.join(bad) or 'nothing'}")
 
     def control(self, values: dict[str, Any]) -> None:
-        """``bypass`` (a boolean), from the runtime between blocks. The canceller is created
-        here (off the callback; a fresh one adapts again) when it comes back on."""
+        """``bypass`` (a boolean), from the runtime between blocks on the DSP thread. Coming
+        back on, a fresh canceller (about 0.4 ms to create; it adapts to the room again) is
+        first run over the microphone's last frames, its output thrown away, so that what it
+        holds back is what the bypass had not yet let out: no gap, no repeat."""
         self.check_control(values)
         on = not values["bypass"]
         if on and self._apm is None:
             self._apm = self._new_apm()
+            f, silent = self._frame, np.zeros(self._frame, np.int16)
+            for a in range(0, self._hist_len, f):
+                self._ref16[:] = silent
+                self._apm.process_reverse_stream(
+                    self._rtc.AudioFrame(self._ref_bytes, self._rate, 1, f))
+                self._to16(self._line[a:a + f], self._mic16, self._tmp)
+                self._apm.process_stream(self._rtc.AudioFrame(self._mic_bytes, self._rate, 1, f))
         elif not on:
             self._apm = None
         self._bypass = not on

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """``dsp.echo_cancel`` (WebRTC AEC3) measured offline on real recorded speech.
 
-The echo path is SYNTHETIC: the far end (the assistant's reply) is ~32 s of real speech (LJ
+The echo path is SYNTHETIC: the far end (the assistant's reply) is ~33 s of real speech (LJ
 Speech and a LibriVox reader, alternating, from ../shared/data/speech), played to the
 ``reference`` input at -26 dBFS RMS over its speech (``--far-dbfs``); the microphone gets it
 convolved with a room impulse response, delayed and scaled to -22 dBFS RMS over its active
 frames, plus white noise at -70 dBFS (the microphone's own floor). Rooms: a pure delay (impulse
 response [1]) and exponentially decaying Gaussian noise responses with RT60 0.2, 0.4 and 0.6 s
 (seed 0); echo delays (reference to echo, i.e. speaker buffer + device latencies) 30, 150 and
-400 ms. No loudspeaker non-linearity, no clock drift, no room change: a best case for the
+400 ms, and 700 ms (past the ~0.5 s AEC3 searches) without and with ``reference_delay_ms``
+400. No loudspeaker non-linearity, no clock drift, no room change: a best case for the
 linear echo path.
 
 0. The node's real output lag, measured (cross-correlation peak for noise in, reference
@@ -48,7 +49,7 @@ linear echo path.
    (warm-up); median over the passes; real-time factor = ms / 10. Echo in RT60 0.4 s, 150 ms.
 
 With only 9 near-end utterances (~70 s, ~200 words) WER differences of a few points are
-noise. Full run about 2 minutes on 2 cores; ``--quick`` (2 rooms x 2 delays, 4 utterances, one
+noise. Full run about 25 s on 2 cores; ``--quick`` (2 rooms x 2 delays, 4 utterances, one
 CPU pass) well under a minute.
 
     AUDIO_ENGINE_MODELS=models_onnx python tools/bench/bench_echo_cancel.py [--quick]
