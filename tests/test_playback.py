@@ -732,12 +732,19 @@ def test_the_assistant_example_runs_a_turn_on_loudspeakers(pulse):
     import sys
 
     user, r = load_mono(shared("speech/ljspeech__LJ001-0008.wav"))  # "has never been..."
-    p = subprocess.Popen([sys.executable, str(REPO / "examples" / "assistant.py"),
-                          "--duration", "14"], cwd=REPO, stdout=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, "-u", str(REPO / "examples" / "assistant.py"),
+                          "--duration", "20"], cwd=REPO, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
-    time.sleep(5.0)  # imports, models, devices
+    assert p.stdout is not None
+    lines: list[str] = []
+    for line in p.stdout:  # models loaded, about to open the devices
+        lines.append(line)
+        if line.startswith("listening"):
+            break
+    time.sleep(3.0)  # the devices' start-up
     Player(user, r).start().join()
-    out, _ = p.communicate(timeout=60)
+    rest, _ = p.communicate(timeout=60)
+    out = "".join(lines) + rest
     assert p.returncode == 0, out
     turns = [line for line in out.splitlines() if line.startswith("user:")]
     assert len(turns) == 1, out  # the reply (1.9 s, echoing) is not a turn
