@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.errors import EngineError, ParamError
+from engine.errors import EngineError, GraphError, ParamError
 from engine.events import Event
 from engine.graph import parse_graph
 from engine.runtime import Engine
@@ -625,7 +625,6 @@ def test_the_latency_cap_leaves_a_steady_stream_whole_whatever_the_device_block(
 
 
 def test_a_speaker_latency_cap_below_its_prime_is_refused_with_the_fix():
-    from engine.errors import GraphError
 
     bad = LIVE + "\nparams = { prime_ms = 100, max_latency_ms = 120 }\n"
     with pytest.raises(GraphError, match=r"max_latency_ms: must be at least prime_ms \+ 50"):
@@ -750,3 +749,48 @@ def test_the_assistant_example_runs_a_turn_on_loudspeakers(pulse):
     assert len(turns) == 1, out  # the reply (1.9 s, echoing) is not a turn
     assert len(_words(turns[0]) & {"has", "never", "been", "surpassed"}) >= 3, out
     assert "playback.finished" in out and "1 replies" in out, out
+
+
+def _vad_confirms(x: np.ndarray, playing: bool, **params) -> tuple[int, int]:
+    """(the sample at which vad.silero reported its first start, that start) for ``x`` at
+    16 kHz in 10 ms blocks, with a playback on from sample 0 or not."""
+    from engine.events import PlaybackStarted
+    from engine.node import AudioSpec, NodeIO
+    from engine.nodes.vad import SileroVad
+
+    node = SileroVad("vad", SileroVad.Params(follow_playback=False, **params))
+    spec = AudioSpec(16000, 1, 160)
+    out = node.negotiate({"audio": spec})
+    node.prepare({"audio": spec, **out})
+    io = NodeIO("vad", {"speech": np.zeros((out["speech"].max_block, 1), np.float32)},
+                ["events"])
+    for k, pos in enumerate(range(0, len(x), 160)):
+        io._in = {"audio": x[pos:pos + 160, None]}
+        io.start = {"audio": pos}
+        io._events_in = {"mute": [PlaybackStarted(0, 16000, "reply", clip=1, frames=10**7)]} \
+            if playing and k == 0 else {}
+        node.process(io)
+        starts = [e for e in io._events_out["events"] if e.type == "vad.speech_started"]
+        if starts:
+            return pos + 160, starts[0].sample
+        io._events_out["events"].clear()
+        io._produced["speech"] = 0
+    raise AssertionError("no speech start")
+
+
+def test_a_voice_over_a_playback_is_confirmed_after_playback_min_speech_ms():
+    """Behind an echo canceller (follow_playback off, as assistant.toml) a voice while a reply
+    plays is confirmed after playback_min_speech_ms instead of min_speech_ms: the barge-in's
+    vad.speech_started comes 100 ms sooner with 150 vs 250 (same segment start); without a
+    playback, or at -1, nothing changes."""
+    speech, _ = load_mono(shared("speech/librispeech-test-clean__1089-134686-0001.flac"), 16000)
+    x = np.concatenate([np.zeros(8000, np.float32), speech])
+    base = _vad_confirms(x, True)
+    assert _vad_confirms(x, True, playback_min_speech_ms=-1) == base
+    assert _vad_confirms(x, False, playback_min_speech_ms=150) == base
+    at, start = _vad_confirms(x, True, playback_min_speech_ms=150)
+    assert start == base[1]
+    assert 1600 - 512 <= base[0] - at <= 1600 + 512, (base, at)  # 100 ms, within a window
+    with pytest.raises(GraphError, match="playback_min_speech_ms: must not exceed min_speech_ms"):
+        parse_graph(MUTED.format(mute="").replace("mute_tail_ms = 300",
+                                                  "playback_min_speech_ms = 300"))

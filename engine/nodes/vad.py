@@ -26,7 +26,9 @@ every window count as silence until ``listen = True`` (a mute button, push-to-ta
 segment ends as usual after ``min_silence_ms``); ``follow_playback = False`` ignores the
 ``mute`` port until set back to True (the user put a headset on and may now talk over a reply);
 the ``follow_playback`` parameter is where it starts (False behind an echo canceller: full
-duplex, with half duplex one ``Engine.set`` away when the echo still gets through).
+duplex, with half duplex one ``Engine.set`` away when the echo still gets through). Full duplex,
+``playback_min_speech_ms`` (when >= 0) replaces ``min_speech_ms`` for windows while a playback
+plays (and ``mute_tail_ms`` after it), so that a barge-in is confirmed sooner than a turn.
 ``events`` (out)
     :class:`~engine.events.SpeechStarted` (``sample`` = onset including ``speech_pad_ms``) and
     :class:`~engine.events.SpeechStopped` (``sample`` = end including the pad,
@@ -106,6 +108,9 @@ class VadParams:
     follow_playback: bool = param(True, doc="with the mute port wired: be deaf while it plays "
                                   "(False: full duplex until Engine.set(id, "
                                   "follow_playback=True), e.g. behind an echo canceller)")
+    playback_min_speech_ms: float = param(
+        -1.0, ge=-1, le=10000, doc="with the mute port wired and follow_playback off: "
+        "min_speech_ms while a playback plays (a barge-in confirmed sooner; -1: min_speech_ms)")
 
 
 class _GatedVad(Node):
@@ -162,6 +167,10 @@ class _GatedVad(Node):
         if 0 <= params.neg_threshold and params.neg_threshold > params.threshold:
             problems.append(f"neg_threshold: must not exceed threshold ({params.threshold}), got "
                             f"{params.neg_threshold} (a negative value means threshold - 0.15)")
+        if params.playback_min_speech_ms > params.min_speech_ms:
+            problems.append(f"playback_min_speech_ms: must not exceed min_speech_ms "
+                            f"({params.min_speech_ms:g}), got {params.playback_min_speech_ms:g} "
+                            "(-1: the same)")
         return problems
 
     # -- lifecycle
@@ -194,6 +203,11 @@ class _GatedVad(Node):
         self.rate = spec.sample_rate
         self.window, self.context = self._geometry(self.rate)
         self._sm = self._machine(self.rate, self.window)
+        p = self.params
+        #: the state machine's min_speech (samples) outside / during a playback
+        self._min_speech = (self._sm.min_speech, self._sm.min_speech if
+                            p.playback_min_speech_ms < 0 else
+                            int(round(p.playback_min_speech_ms * self.rate / 1000)))
         self.capacity = self.negotiate({"audio": spec})["speech"].max_block
         self._ring = HistoryRing(self.capacity)
         self._fw = FixedWindows(self.window, 1, context=self.context)
@@ -291,11 +305,12 @@ class _GatedVad(Node):
 
     def _window(self, io: NodeIO, win: np.ndarray, index: int) -> None:
         p = self._probability(win)  # run even when muted: the detector's state follows
-        if not self._listen or (self._follow_playback
-                                and self._mute_from <= index < self._mute_until):
+        sm = self._sm
+        playing = self._mute_from <= index < self._mute_until
+        if not self._listen or (self._follow_playback and playing):
             p = 0.0
             self._counts["muted_windows"] += 1
-        sm = self._sm
+        sm.min_speech = self._min_speech[playing and not self._follow_playback]  # type: ignore[union-attr]
         sm.step(p, index)  # type: ignore[union-attr]
         self._counts["windows"] += 1
         if self.params.emit_probability:
