@@ -24,7 +24,8 @@ class NodeRun:
 
 def run_node(node: Node, audio: np.ndarray | dict[str, np.ndarray] | None, sample_rate: int,
              block: int | Sequence[int], events: dict[str, list[Event]] | None = None,
-             port: str = "audio", flush: bool = True) -> NodeRun:
+             port: str = "audio", flush: bool = True,
+             controls: dict[int, dict] | None = None) -> NodeRun:
     """Push ``audio`` (frames x channels, or 1-D) through ``node`` in blocks of ``block`` frames,
     or of the sizes in a sequence, cycled (``[0, 1, 480, 17]``: irregular blocks, empty ones
     included, as a resampler upstream delivers them; the node is prepared for the largest).
@@ -32,7 +33,9 @@ def run_node(node: Node, audio: np.ndarray | dict[str, np.ndarray] | None, sampl
     ``{port: array}`` (arrays of the same length, cut into the same blocks).
 
     ``events`` maps input event ports to events; each is delivered in the block containing its
-    ``sample``. Returns all audio produced per output port and all events per output port.
+    ``sample``. ``controls`` maps block numbers (0 = the first) to ``node.control(values)``
+    calls made before that block, as the runtime makes them between blocks. Returns all audio
+    produced per output port and all events per output port.
     """
     sizes = [block] if isinstance(block, int) else list(block)
     if not sizes or max(sizes) < 1 or min(sizes) < 0:
@@ -76,7 +79,6 @@ def run_node(node: Node, audio: np.ndarray | dict[str, np.ndarray] | None, sampl
     k = 0
     while pos < total or (audio is None and pending):
         size = sizes[k % len(sizes)] if audio is not None else block
-        k += 1
         end = min(pos + size, total) if audio is not None else pos + block
         io._in = {p: a[pos:end] for p, a in inputs.items()}
         io.start = {p: pos for p in inputs} or {port: pos}
@@ -85,8 +87,11 @@ def run_node(node: Node, audio: np.ndarray | dict[str, np.ndarray] | None, sampl
             p, e = pending.pop(0)
             evin.setdefault(p, []).append(e)
         io._events_in = evin
+        if controls and k in controls:
+            node.control(controls[k])
         node.process(io)
         collect()
+        k += 1
         pos = end
     if flush:  # as the runtime does: empty blocks on the audio inputs
         io._in = {p: a[:0] for p, a in inputs.items()}

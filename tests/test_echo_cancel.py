@@ -14,7 +14,7 @@ from scipy.signal import correlate
 
 from engine.errors import GraphError, NegotiationError, ParamError
 from engine.graph import parse_graph
-from engine.node import AudioSpec, NodeIO
+from engine.node import AudioSpec
 from engine.nodes.echo_cancel import LATENCY, EchoCancel
 from engine.runtime import Engine
 from engine.testing import run_node
@@ -109,30 +109,6 @@ def test_a_voice_without_echo_passes_with_its_level_and_the_declared_delay():
         assert abs(20 * np.log10(_rms(y) / _rms(voice))) < 1.0
 
 
-def _drive(node: EchoCancel, mic: np.ndarray, far: np.ndarray, rate: int, block: int,
-           controls: dict[int, dict]) -> np.ndarray:
-    """The node as the runtime runs it, with ``node.control(values)`` between blocks (at the
-    block index given), then the flush; returns everything it produced."""
-    specs = {"audio": AudioSpec(rate, 1, block), "reference": AudioSpec(rate, 1, block)}
-    out_spec = node.negotiate(specs)["audio"]
-    node.prepare({**specs, "audio_out": out_spec})
-    buf = np.zeros((out_spec.max_block, 1), np.float32)
-    io = NodeIO(node.id, {"audio": buf}, [])
-    io._events_in = {}
-    got = []
-    for k, pos in enumerate(range(0, len(mic), block)):
-        if k in controls:
-            node.control(controls[k])
-        io._in = {"audio": mic[pos:pos + block, None], "reference": far[pos:pos + block, None]}
-        node.process(io)
-        got.append(buf[:io._produced["audio"], 0].copy())
-        io._produced["audio"] = 0
-    io._in = {"audio": mic[:0, None], "reference": far[:0, None]}
-    node.flush(io)
-    got.append(buf[:io._produced["audio"], 0].copy())
-    return np.concatenate(got)
-
-
 def test_bypass_passes_the_microphone_through_on_the_same_timing():
     far, mic = _echo_scene(16000)
     lat = LATENCY[16000]
@@ -155,15 +131,17 @@ def test_switching_bypass_at_run_time_leaves_no_gap_and_repeats_nothing():
     t = np.arange(3 * rate) / rate
     mic = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     mic[rate // 2:rate // 2 + 400] = 0.9  # something loud earlier, never to be heard again
-    out = _drive(EchoCancel("aec", EchoCancel.Params()), mic, np.zeros_like(mic), rate,
-                 block, {rate // block: {"bypass": True}, 2 * rate // block: {"bypass": False}})
+    ins = {"audio": mic, "reference": np.zeros_like(mic)}
+    out = run_node(EchoCancel("aec", EchoCancel.Params()), ins, rate, block,
+                   controls={rate // block: {"bypass": True},
+                             2 * rate // block: {"bypass": False}}).audio["audio"][:, 0]
     assert len(out) == len(mic) + lat
     off, on = rate, 2 * rate
     np.testing.assert_array_equal(out[off:on], mic[off - lat:on - lat])
     after = out[on:on + rate // 10]
     # what a canceller that was never switched gives there (its filter's phase included)
-    want = _drive(EchoCancel("aec", EchoCancel.Params()), mic, np.zeros_like(mic), rate, block,
-                  {})[on:on + rate // 10]
+    want = run_node(EchoCancel("aec", EchoCancel.Params()), ins, rate,
+                    block).audio["audio"][on:on + rate // 10, 0]
     assert np.abs(after).max() < 0.2  # the 0.9 burst is not replayed
     env = np.sqrt(np.mean(after.reshape(-1, 40) ** 2, axis=1))  # 2.5 ms windows
     assert env.min() > 0.5 * 0.1 / np.sqrt(2), env.min()  # no gap

@@ -471,17 +471,10 @@ def _words(s: str) -> set[str]:
     return {w.strip(".,!?").lower() for w in s.split()}
 
 
-def _assistant_text(mode: str) -> str:
-    """assistant.toml as shipped ("aec": full duplex behind the echo canceller), half duplex
-    (the VAD deaf while it replies), or with neither (the control)."""
-    text = ASSISTANT.read_text() + REC_NODE
-    if mode == "half_duplex":
-        assert "follow_playback = false" in text
-        text = text.replace("follow_playback = false", "follow_playback = true")
-    elif mode == "neither":
-        assert 'in = { audio = "aec.audio" }' in text
-        text = text.replace('in = { audio = "aec.audio" }', 'in = { audio = "mic.audio" }')
-    return text
+#: assistant.toml as shipped ("aec": full duplex behind the echo canceller), half duplex (the
+#: VAD deaf while it replies) or with neither (the control): its own switches, as parameters
+MODES = {"aec": {}, "half_duplex": {"vad": {"follow_playback": True}},
+         "neither": {"aec": {"bypass": True}}}
 
 
 @pytest.mark.parametrize("mode", ["aec", "half_duplex", "neither"])
@@ -490,8 +483,7 @@ def test_the_assistant_does_not_hear_its_own_reply(pulse, mode):
     one user turn, a reply, then a second turn. With the echo canceller (as shipped) or the VAD
     muted while replying, the reply gets no transcript and both turns do; with neither (the
     control), the echo is taken for a user turn."""
-    text = _assistant_text(mode)
-    eng = Engine(parse_graph(text, str(ASSISTANT)))
+    eng = Engine(parse_graph(ASSISTANT.read_text() + REC_NODE, str(ASSISTANT), MODES[mode]))
     reply, rr = load_mono(shared("speech/ljspeech__LJ001-0002.wav"))  # "in being comparatively
     user1, r1 = load_mono(shared("speech/librispeech-test-clean__1089-134686-0001.flac"))
     user2, r2 = load_mono(shared("speech/ljspeech__LJ001-0008.wav"))  # "has never been..."
@@ -634,41 +626,48 @@ def test_a_speaker_latency_cap_below_its_prime_is_refused_with_the_fix():
         parse_graph(big)
 
 
-def test_barge_in_with_a_headset_stops_the_reply_and_the_user_is_heard(second_sink):
-    """Full duplex (the reply goes to a second sink, a headset the microphone does not hear;
-    the echo canceller bypassed, as for a headset): the user talks over a long reply;
-    vad.speech_started -> stop_playback() cuts it, and what they said is the next turn."""
-    eng = Engine(parse_graph(ASSISTANT.read_text() + REC_NODE, str(ASSISTANT)))
-    eng.set("aec", bypass=True)  # no echo to cancel
+USER2 = "speech/librispeech-test-clean__1089-134691-0000.flac"  # "he could wait no longer"
+
+
+def _talk_over_the_reply(eng: Engine, settle_s: float, reply_alone_s: float):
+    """A user turn; its reply (9.7 s) plays; ``reply_alone_s`` into it a second user talks
+    over it, and a vad.speech_started callback stops it (the barge-in). Returns the finals, the
+    playback.interrupted events, the microphone's recording and the second user's onset in it
+    (first loud sample) with the alignment's ncc."""
     reply, rr = load_mono(shared("speech/ljspeech__LJ001-0001.wav"))  # 9.7 s
     user1, r1 = load_mono(shared("speech/ljspeech__LJ001-0008.wav"))  # "has never been..."
-    user2, r2 = load_mono(shared("speech/librispeech-test-clean__1089-134691-0000.flac"))
+    user2, r2 = load_mono(shared(USER2))
     finals, _ = _waiter(eng, "transcript.final")
-    started, is_started = _waiter(eng, "playback.started")
+    _, is_started = _waiter(eng, "playback.started")
     cut, is_cut = _waiter(eng, "playback.interrupted")
-    heard: list[Event] = []
-
-    def on_speech(ev: Event) -> None:
-        heard.append(ev)
-        eng.stop_playback()
-    eng.on("vad.speech_started", on_speech)
+    eng.on("vad.speech_started", lambda ev: eng.stop_playback())
     eng.on("transcript.final", lambda ev: eng.play(reply, rate=rr) if len(finals) == 1 else None)
     with eng:
-        time.sleep(2.5)  # past the sinks' start-up
+        time.sleep(settle_s)  # past the sinks' start-up
         Player(user1, r1).start()
         assert is_started.wait(15), "no reply"
-        time.sleep(1.5)
-        assert not cut, "the reply was cut before anyone spoke over it (an echo?)"
+        time.sleep(reply_alone_s)
+        assert not cut, "the reply was cut before anyone spoke over it (its echo?)"
         Player(user2, r2).start().join()
         assert is_cut.wait(5), "talking over the reply did not stop it"
         t0 = time.monotonic()
         while len(finals) < 2 and time.monotonic() - t0 < 10:
             time.sleep(0.1)
     rec = eng.node("rec").audio[:, 0]
-    ref2, _ = load_mono(shared("speech/librispeech-test-clean__1089-134691-0000.flac"), 48000)
+    ref2, _ = load_mono(shared(USER2), 48000)
     onset, ncc = best_alignment(ref2, rec)
-    assert ncc > 0.95
     onset_s = (onset + np.flatnonzero(np.abs(ref2) > 0.02)[0]) / 48000  # first loud sample
+    return finals, cut, rec, onset_s, ncc
+
+
+def test_barge_in_with_a_headset_stops_the_reply_and_the_user_is_heard(second_sink):
+    """Full duplex (the reply goes to a second sink, a headset the microphone does not hear;
+    the echo canceller bypassed, as for a headset): the user talks over a long reply;
+    vad.speech_started -> stop_playback() cuts it, and what they said is the next turn."""
+    eng = Engine(parse_graph(ASSISTANT.read_text() + REC_NODE, str(ASSISTANT)))
+    eng.set("aec", bypass=True)  # no echo to cancel
+    finals, cut, _, onset_s, ncc = _talk_over_the_reply(eng, 2.5, 1.5)
+    assert ncc > 0.95
     stop_after = cut[0].time_s - onset_s  # on the graph's clock: the VAD's confirmation
     assert 0 < stop_after < 0.8, stop_after  # (min_speech_ms 250 ms + a window) and a quantum
     assert cut[0].played < cut[0].frames
@@ -682,38 +681,11 @@ def test_barge_in_on_loudspeakers_behind_the_echo_canceller(pulse):
     but the user talking over it is heard: vad.speech_started -> stop_playback() cuts it, and
     what they said is the next turn (its first words, said over the reply, may be lost)."""
     eng = Engine(parse_graph(ASSISTANT.read_text() + REC_NODE, str(ASSISTANT)))
-    reply, rr = load_mono(shared("speech/ljspeech__LJ001-0001.wav"))  # 9.7 s
-    user1, r1 = load_mono(shared("speech/ljspeech__LJ001-0008.wav"))  # "has never been..."
-    user2, r2 = load_mono(shared("speech/librispeech-test-clean__1089-134691-0000.flac"))
-    finals, _ = _waiter(eng, "transcript.final")
-    started, is_started = _waiter(eng, "playback.started")
-    cut, is_cut = _waiter(eng, "playback.interrupted")
-    heard: list[Event] = []
-
-    def on_speech(ev: Event) -> None:
-        heard.append(ev)
-        eng.stop_playback()
-    eng.on("vad.speech_started", on_speech)
-    eng.on("transcript.final", lambda ev: eng.play(reply, rate=rr) if len(finals) == 1 else None)
-    with eng:
-        time.sleep(1.0)
-        Player(user1, r1).start()
-        assert is_started.wait(15), "no reply"
-        time.sleep(3.0)
-        assert not cut, "the reply's own echo interrupted it"
-        Player(user2, r2).start().join()
-        assert is_cut.wait(5), "talking over the reply did not stop it"
-        t0 = time.monotonic()
-        while len(finals) < 2 and time.monotonic() - t0 < 10:
-            time.sleep(0.1)
-    rec = eng.node("rec").audio[:, 0]
+    finals, cut, rec, onset_s, ncc = _talk_over_the_reply(eng, 1.0, 3.0)
     ref, _ = load_mono(shared("speech/ljspeech__LJ001-0001.wav"), 48000)
-    _, ncc = best_alignment(ref[:3 * 48000], rec)
-    assert ncc > 0.9, "the reply's echo did not reach the microphone: the test shows nothing"
-    ref2, _ = load_mono(shared("speech/librispeech-test-clean__1089-134691-0000.flac"), 48000)
-    onset, ncc = best_alignment(ref2, rec)
+    _, echo_ncc = best_alignment(ref[:3 * 48000], rec)
+    assert echo_ncc > 0.9, "the reply's echo did not reach the microphone: the test shows nothing"
     assert ncc > 0.6  # (the reply's echo under its first part)
-    onset_s = (onset + np.flatnonzero(np.abs(ref2) > 0.02)[0]) / 48000  # first loud sample
     stop_after = cut[0].time_s - onset_s
     assert 0 < stop_after < 0.8, stop_after
     assert len(finals) == 2, [f.text for f in finals]

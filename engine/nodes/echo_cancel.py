@@ -193,10 +193,18 @@ class EchoCancel(Node):
         np.rint(tmp, out=tmp)
         out[:] = tmp
 
+    def _cancel(self, ref: np.ndarray, mic: np.ndarray) -> None:
+        """One 10 ms frame through AEC3: the reference, then the microphone; the result is left
+        in ``self._mic16``."""
+        f, rtc = self._frame, self._rtc
+        self._to16(ref, self._ref16, self._tmp)
+        self._apm.process_reverse_stream(rtc.AudioFrame(self._ref_bytes, self._rate, 1, f))
+        self._to16(mic, self._mic16, self._tmp)
+        self._apm.process_stream(rtc.AudioFrame(self._mic_bytes, self._rate, 1, f))
+
     def _run_frames(self, out: np.ndarray, frames: int) -> int:
         """Cancel ``frames`` whole frames from the FIFOs into ``out``; returns samples written."""
         f = self._frame
-        rtc = self._rtc
         h, n = self._hist_len, frames * f
         line = self._line
         line[h:h + n] = self._mic[:n]
@@ -205,12 +213,8 @@ class EchoCancel(Node):
             out[:n, 0] = line[a:a + n]
         for k in range(0 if self._bypass else frames):
             a = k * f
-            ref = self._ref[a:a + f]
-            self._to16(ref, self._ref16, self._tmp)
-            self._apm.process_reverse_stream(rtc.AudioFrame(self._ref_bytes, self._rate, 1, f))
-            mic = self._mic[a:a + f]
-            self._to16(mic, self._mic16, self._tmp)
-            self._apm.process_stream(rtc.AudioFrame(self._mic_bytes, self._rate, 1, f))
+            ref, mic = self._ref[a:a + f], self._mic[a:a + f]
+            self._cancel(ref, mic)
             o = out[a:a + f, 0]
             np.multiply(self._mic16, 1.0 / 32768.0, out=o)
             if float(np.dot(ref, ref)) > ACTIVE_RMS * ACTIVE_RMS * f:
@@ -271,13 +275,10 @@ class EchoCancel(Node):
         on = not values["bypass"]
         if on and self._apm is None:
             self._apm = self._new_apm()
-            f, silent = self._frame, np.zeros(self._frame, np.int16)
+            f = self._frame
+            silent = np.zeros(f, np.float32)
             for a in range(0, self._hist_len, f):
-                self._ref16[:] = silent
-                self._apm.process_reverse_stream(
-                    self._rtc.AudioFrame(self._ref_bytes, self._rate, 1, f))
-                self._to16(self._line[a:a + f], self._mic16, self._tmp)
-                self._apm.process_stream(self._rtc.AudioFrame(self._mic_bytes, self._rate, 1, f))
+                self._cancel(silent, self._line[a:a + f])
         elif not on:
             self._apm = None
         self._bypass = not on

@@ -6,7 +6,7 @@ loudspeakers, and a user utterance played into the sink is the user talking).
 The graph is graphs/assistant.toml as shipped (``--mode aec``: the echo canceller ``aec``
 between the microphone and the VAD, full duplex), or for comparison ``--mode half_duplex``
 (the VAD deaf while a reply plays: ``follow_playback = true``) or ``--mode neither`` (the
-resampler takes ``mic.audio``: no canceller, full duplex). The microphone's own recording
+canceller bypassed, ``bypass = true``: no canceller, full duplex). The microphone's own recording
 (``rec``, same clock as the events) is the ground truth for when things were heard.
 
 1. Turns: six user utterances played one after the other; each final is answered at once
@@ -77,17 +77,15 @@ R = 48000
 LOUD = 0.02  # the user's "first loud sample" (as tests/test_playback.py)
 
 
-def graph_text(mode: str) -> str:
-    """assistant.toml as shipped ("aec"), half duplex, or with neither (as _assistant_text in
-    tests/test_playback.py), plus the microphone's recording."""
-    text = GRAPH.read_text()
-    if mode == "half_duplex":
-        assert "follow_playback = false" in text
-        text = text.replace("follow_playback = false", "follow_playback = true")
-    elif mode == "neither":
-        assert 'in = { audio = "aec.audio" }' in text
-        text = text.replace('in = { audio = "aec.audio" }', 'in = { audio = "mic.audio" }')
-    return text + REC
+#: the graph as shipped ("aec"), half duplex, or with neither: its own switches as parameter
+#: overrides (as MODES in tests/test_playback.py)
+MODES = {"aec": {}, "half_duplex": {"vad": {"follow_playback": True}},
+         "neither": {"aec": {"bypass": True}}}
+
+
+def engine(over: dict, mode: str) -> Engine:
+    """assistant.toml plus the microphone's recording, in ``mode``, with ``over`` on top."""
+    return Engine(parse_graph(GRAPH.read_text() + REC, str(GRAPH), {**MODES[mode], **over}))
 
 
 def references() -> dict[str, str]:
@@ -185,10 +183,9 @@ def glitch_counts(st: dict) -> dict:
                                    "xrun_events")} | {"queue_drops": sum(g["queue_drops"].values())}
 
 
-def aec_stats(st: dict) -> dict | None:
-    a = st["nodes"].get("aec")
-    return None if a is None else {k: a.get(k) for k in ("echo_reduction_db",
-                                                         "reference_active_s", "bypass")}
+def aec_stats(st: dict) -> dict:
+    a = st["nodes"]["aec"]
+    return {k: a[k] for k in ("echo_reduction_db", "reference_active_s", "bypass")}
 
 
 def p50_max(xs: list[float]) -> dict:
@@ -199,7 +196,7 @@ def p50_max(xs: list[float]) -> dict:
 
 
 def turns(over: dict, mode: str) -> dict:
-    eng = Engine(parse_graph(graph_text(mode), str(GRAPH), over))
+    eng = engine(over, mode)
     reply, rr = load(REPLY, 22050)
     reply48, _ = load(REPLY)
     finals: list[Event] = []
@@ -268,8 +265,7 @@ def turns(over: dict, mode: str) -> dict:
             "reply_heard_after_end_p50_s": round(float(np.median(rep)), 3) if rep else None,
             "reply_heard_after_end_max_s": round(float(np.max(rep)), 3) if rep else None,
             "engine_latency": st["latency"].get("transcript.final"),
-            # (in "neither" the canceller's output goes nowhere: its stats mean nothing)
-            "aec": aec_stats(st) if mode != "neither" else None,
+            "aec": aec_stats(st),
             "muted_windows": st["nodes"]["vad"]["muted_windows"],
             "glitches": glitches(st), "xruns": xruns,
             "finals_detail": [(f.text, round(f.time_s, 2), round(f.avg_logprob, 2))
@@ -282,8 +278,7 @@ class Session:
     from the microphone's recording."""
 
     def __init__(self, over: dict, mode: str) -> None:
-        self.mode = mode
-        self.eng = eng = Engine(parse_graph(graph_text(mode), str(GRAPH), over))
+        self.eng = eng = engine(over, mode)
         self.reply, self.rr = load(LONG_REPLY, 22050)
         self.reply48, _ = load(LONG_REPLY)
         self.lock = threading.Lock()
@@ -424,7 +419,7 @@ class Session:
         st = eng.stats()
         return {"rows": rows, "false_barge_ins_on_priming_replies": len(false_primes),
                 "priming_replies": len(self.primes),
-                "aec": aec_stats(st) if self.mode != "neither" else None,
+                "aec": aec_stats(st),
                 "muted_windows": st["nodes"]["vad"]["muted_windows"],
                 "glitches": glitches(st), "glitch_counts": glitch_counts(st),
                 "xruns": self.xruns}
