@@ -224,6 +224,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     stats_path = _check_writable(args.stats_json, "--stats-json") if args.stats_json else None
     realtime = not args.fast
     inp, pipe = _choose_input(args, spec)
+    if any(getattr(n.params, "path", None) == "-" for n in spec.nodes if n.type == "sink.events"):
+        CONSOLE.stream = sys.stderr  # standard output carries the JSON Lines (| jq): keep it so
     if args.fast:
         spec = _without_speakers(spec)
     eng = Engine(spec, input=inp, realtime=realtime, device=args.device,
@@ -242,14 +244,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet and CONSOLE.tty:
         CONSOLE.status_enabled = True
         view = _LiveView(eng)
-    interrupted = threading.Event()
+    interrupted: list[str] = []
 
-    def on_sigint(signum, frame):  # first Ctrl-C drains, a second one aborts
-        if interrupted.is_set():
+    def on_signal(signum, frame):  # the first Ctrl-C or SIGTERM drains, a second one aborts
+        if interrupted:
             raise KeyboardInterrupt
-        interrupted.set()
+        interrupted.append("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
 
-    old = signal.signal(signal.SIGINT, on_sigint)
+    # SIGTERM is how systemd, docker stop and timeout(1) end a program: drain as for Ctrl-C
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     aborted = False
     reader = None
     try:
@@ -262,8 +265,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if view:
             view.start()
         while not eng.wait(0.1):
-            if interrupted.is_set():
-                CONSOLE.line("stopping: draining every node (Ctrl-C again to abort)")
+            if interrupted:
+                CONSOLE.line(f"stopping ({interrupted[0]}): draining every node "
+                             f"({interrupted[0]} again to abort)")
                 break
         eng.stop(drain=True)
     except KeyboardInterrupt:  # the second Ctrl-C: leave without waiting for the last results
@@ -272,7 +276,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         CONSOLE.line("aborted: results still being worked on are dropped")
         eng.stop(drain=False, timeout=10.0)
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         if view:
             view.stop()
         if server is not None:
@@ -285,7 +290,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         except OSError as e:
             raise EngineError(f"--stats-json {stats_path}: cannot write there "
                               f"({e.strerror or e})") from None
-    if not args.quiet:
+    # a pipe that brought no audio at all: the error alone says it (no summary of nothing)
+    nothing = reader is not None and reader.error is not None and not stats["audio_seconds"]
+    if not args.quiet and not nothing:
         print(_summary(stats), file=sys.stderr)
     if eng.error is not None:
         raise eng.error
@@ -297,7 +304,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if failed:
         print("finished with node errors (" + ", ".join(f"{nid}: {k}" for nid, k in
                                                        failed.items())
-              + "): outputs may miss the audio of the failing blocks; exit status 3",
+              + "): outputs may be incomplete (the errors are above); exit status 3",
               file=sys.stderr)
         return NODE_ERRORS_EXIT
     return 0
@@ -323,6 +330,11 @@ def _choose_input(args: argparse.Namespace, spec: Any) -> tuple[str | None, bool
         inp = "feed"
     if args.fast and not inp and has_mic:
         raise EngineError("--fast needs --input FILE: a microphone runs in real time")
+    if args.loop and (not inp or args.ingest):
+        raise EngineError("--loop needs --input FILE: it plays the file again at its end")
+    if args.output_device is not None and not any(n.type == "sink.speaker" for n in spec.nodes):
+        raise EngineError(f"--output-device: {args.graph} plays nothing (it has no "
+                          "sink.speaker node)")
     _check_raw_flags(args, inp)
     pipe = inp == "-"
     if pipe:
@@ -469,6 +481,7 @@ class _LiveView:
         meter = "#" * bars + "." * (10 - bars)
         loads = []
         xruns = 0
+        lost = []
         elapsed = max(time.monotonic() - eng._t_start, 1e-3) if eng._t_start else 1e-3
         for st in eng._states:
             busy = st.timing.total / elapsed  # share of one core since the start
@@ -480,9 +493,15 @@ class _LiveView:
             if stream is not None:
                 cs = stream.stats
                 xruns += cs.input_overflows + cs.output_underflows
+            # a device that stopped delivering (unplugged, sound server gone) is a dropout too
+            xruns += getattr(st.node, "reopens", 0) + getattr(st.node, "_stalled", False)
+            if getattr(st.node, "_stalled", False):
+                lost.append(st.id)
         last = next((e for e in reversed(eng.recent_events)
                      if e.type != "transcript.partial"), None)
         ev = f" | last: {last.type} @{last.time_s:.1f}s" if last else ""
+        if lost:
+            ev = f" | {', '.join(lost)}: device lost, reopening" + ev
         loads.sort(key=lambda b: -b[0])  # the busiest (the recogniser) first
         # most useful first: a narrow terminal cuts the end of the line
         return (f"{eng.audio_seconds:7.1f}s  in [{meter}] {db:5.0f} dB | cpu "
@@ -496,6 +515,9 @@ def _secs(s: float) -> str:
 def _summary(stats: dict[str, Any]) -> str:
     startup = stats.get("startup_seconds", 0.0)
     after = f" after {_secs(startup)} s of start-up" if startup >= 0.1 else ""
+    drain = stats.get("drain_seconds", 0.0)
+    if drain >= 0.1:  # the nodes finishing their work after the end of the input
+        after += f"; then {_secs(drain)} s of end-of-stream drain"
     lines = [f"summary: {_secs(stats['audio_seconds'])} s of audio in "
              f"{_secs(stats['wall_seconds'])} s ({stats['speed']:.1f}x real time{after}), "
              "engine overhead "
@@ -520,8 +542,9 @@ def _summary(stats: dict[str, Any]) -> str:
         if n.get("frames_over_max_s"):  # sink.array
             extra += f", {n['frames_over_max_s']} frames past max_s not kept"
         if n.get("late_deliveries") and "granted_rate" in n:  # a device, not a feed
+            why = "including the device loss" if n.get("reopens") else "machine busy?"
             extra += (f", audio arrived late {n['late_deliveries']}x (longest gap "
-                      f"{n['longest_gap_s']:.1f} s; machine busy?)")
+                      f"{n['longest_gap_s']:.1f} s; {why})")
         if n.get("errors"):
             extra += f", errors {n['errors']}"
         if n.get("clipped_samples"):

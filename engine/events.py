@@ -73,7 +73,9 @@ class VadProbability(Event):
 
 @dataclass(frozen=True)
 class TranscriptPartial(Event):
-    """An interim hypothesis: ``stable`` never changes afterwards, ``unstable`` may."""
+    """An interim hypothesis: ``stable`` never changes in later partials, ``unstable`` may.
+    The segment's :class:`TranscriptFinal` is decoded over the whole segment and can still
+    differ from the stable words (e.g. in punctuation); it replaces them."""
 
     type: ClassVar[str] = "transcript.partial"
     stable: str = ""

@@ -158,9 +158,28 @@ def load_graph(path: str | Path, overrides: dict[str, dict[str, Any]] | None = N
         text = p.read_text()
     except FileNotFoundError:
         raise GraphError(str(p), [f"file not found: {p}"]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise GraphError(str(p), [f"cannot read {p}: {e}"]) from None
+    except UnicodeDecodeError:
+        raise GraphError(str(p), [_not_text(p)]) from None
+    except IsADirectoryError:
+        raise GraphError(str(p), [f"{p} is a folder; give a graph file (e.g. "
+                                  "graphs/live_captions.toml)"]) from None
+    except OSError as e:
+        raise GraphError(str(p), [f"cannot read {p}: {e.strerror or e}"]) from None
     return parse_graph(text, str(p), overrides, origin)
+
+
+def _not_text(p: Path) -> str:
+    """What to say when the graph file is not text: usually an audio file given in its place
+    (``audio-engine run speech.wav``)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(p))
+    except Exception:  # noqa: BLE001 - not audio either
+        return f"{p} is not a graph file (not UTF-8 text); graph files are TOML, see graphs/"
+    return (f"{p} is an audio file ({info.format}, {info.samplerate} Hz), not a graph file: "
+            f"to run a graph on it, audio-engine run GRAPH --input {p} (e.g. "
+            "graphs/live_captions.toml)")
 
 
 def parse_graph(text: str, source: str = "<graph>",

@@ -105,7 +105,8 @@ class _NodeState:
         self.inbox: deque[tuple[str, Event]] = deque()  # events from worker producers
         self.timing = _Timing()
         self.flush_s = 0.0  # time spent in flush() at the end of the stream (its thread's)
-        self.errors = 0
+        self.errors = 0  # process() / flush() raised
+        self.reported = 0  # engine.node_error events the node emitted itself (a clip not saved)
         self.worker: threading.Thread | None = None
         self.queue: BoundedQueue | None = None
         self.flushed = threading.Event()
@@ -179,6 +180,7 @@ class Engine:
         self._t_start = 0.0
         self._t_first = 0.0  # when the first quantum of audio was there (after device start-up)
         self._t_end = 0.0
+        self._t_input_end = 0.0  # the input ended (or stop() came); the drain follows
         self.audio_seconds = 0.0
         self.input_level = 0.0
         self.error: BaseException | None = None
@@ -610,6 +612,7 @@ class Engine:
     def _dsp_loop(self) -> None:
         try:
             self._run_quanta()
+            self._t_input_end = time.monotonic()
             if self._drain:
                 self._flush_all()
         except BaseException as e:  # a bug in the engine itself: record and end
@@ -734,6 +737,8 @@ class Engine:
     def _publish(self, st: _NodeState) -> None:
         for port, evs in st.io._events_out.items():
             for ev in evs:
+                if isinstance(ev, NodeError):
+                    st.reported += 1
                 self._bus.put(ev)
                 for cons, cport, pport in st.consumers:
                     if pport == port and st.is_worker:
@@ -937,7 +942,8 @@ class Engine:
         end = self._t_end or time.monotonic()
         wall = max(end - self._t_start, 1e-9) if self._t_start else 0.0
         startup = max(self._t_first - self._t_start, 0.0) if self._t_first else 0.0
-        streamed = max(end - self._t_start - startup, 1e-9) if self._t_start else 0.0
+        streamed_end = self._t_input_end or end  # the drain after it is not streaming
+        streamed = max(streamed_end - self._t_start - startup, 1e-9) if self._t_start else 0.0
         nodes = {}
         for st in self._states:
             d: dict[str, Any] = {"type": st.decl.type, "thread": st.decl.thread}
@@ -946,7 +952,7 @@ class Engine:
             if st.queue is not None:
                 d.update(queue_depth=len(st.queue), queue_max_depth=st.queue.max_depth,
                          queue_drops=st.queue.drops, queue_policy=st.queue.policy)
-            d["errors"] = st.errors
+            d["errors"] = st.errors + st.reported  # raised, or reported as engine.node_error
             try:
                 d.update(st.node.stats())
             except Exception:  # noqa: BLE001
@@ -973,8 +979,10 @@ class Engine:
             "wall_seconds": round(wall, 3),
             # until the first audio arrived (opening devices, loading models)
             "startup_seconds": round(startup, 3),
-            # audio seconds per wall second once audio flowed
+            # audio seconds per wall second once audio flowed, until the input ended
             "speed": round(self.audio_seconds / streamed, 2) if streamed else 0.0,
+            # the nodes finishing their work after that (a speaker playing out its buffer)
+            "drain_seconds": round(end - self._t_input_end, 3) if self._t_input_end else 0.0,
             "engine_overhead": self.overhead.summary(),
             "nodes": nodes,
             "events": dict(self.event_counts),

@@ -46,7 +46,8 @@ def build(headset: bool, half_duplex: bool) -> Engine:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reply", default=str(REPLY), help="audio file played as every reply")
     ap.add_argument("--headset", action="store_true", help="no echo: bypass the canceller")
     ap.add_argument("--half-duplex", action="store_true", help="deaf while replying")

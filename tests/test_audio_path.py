@@ -87,6 +87,7 @@ def test_microphone_captures_what_is_played(pulse, tmp_path, backend):
     assert st["input_overflows"] == 0
     assert st["ring_overflow_frames"] == 0
     assert st["callbacks"] > 100
+    assert st["late_deliveries"] == 0, st  # the device's start-up is not a late delivery
 
 
 def test_speaker_plays_through_the_sink(pulse, tmp_path):

@@ -226,6 +226,26 @@ def test_cli_stats_json_unwritable_fails_before_the_run(tmp_path):
     assert "vad.speech_started" not in out  # refused before any audio ran
 
 
+@pytest.mark.parametrize("args,needles", [
+    # the graph forgotten: an audio file where the graph goes
+    (["run", "{jfk}"], ["is an audio file (FLAC", "audio-engine run GRAPH --input {jfk}"]),
+    (["run", "{graphs}"], ["is a folder; give a graph file"]),
+    (["validate", "{binary}"], ["is not a graph file (not UTF-8 text)"]),
+    # flags that would be ignored are refused
+    (["run", "{vad}", "--loop"], ["--loop needs --input FILE"]),
+    (["run", "{vad}", "--input", "{jfk}", "--output-device", "nosuch"],
+     ["--output-device", "plays nothing (it has no sink.speaker node)"]),
+], ids=["audio-as-graph", "folder-as-graph", "binary-graph", "loop-without-input",
+        "output-device-without-speaker"])
+def test_cli_mistakes_are_named(tmp_path, args, needles):
+    binary = tmp_path / "g.toml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    names = {"jfk": str(shared("speech/jfk.flac")), "graphs": str(REPO / "graphs"),
+             "binary": str(binary), "vad": str(REPO / "graphs" / "vad_monitor.toml")}
+    r = run_cli(*[a.format(**names) for a in args])
+    assert_clean_error(r, *[n.format(**names) for n in needles])
+
+
 @pytest.mark.parametrize("value", ["0", "-3", "nan", "soon"])
 def test_cli_duration_must_be_positive(value):
     r = run_cli("run", str(REPO / "graphs" / "vad_monitor.toml"), "--input",

@@ -503,6 +503,38 @@ def test_second_ctrl_c_aborts_cleanly(tmp_path):
 
 
 @needs_model
+def test_sigterm_drains_like_ctrl_c(tmp_path):
+    """SIGTERM (systemd, ``docker stop``, ``timeout``) ends a run as the first Ctrl-C does: the
+    sentence being spoken is finalised and written, the summary printed, exit status 0. (It
+    killed the process: exit -15, no summary, that sentence missing from the files.)"""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(GRAPH), "--input",
+                          str(REPO / "engine/data/samples/jfk.flac"), "--stats-json",
+                          "stats.json"], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "out" / "captions.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # "ask not" is final: "what your country" comes next
+        if log.exists() and "ask not" in log.read_text().lower():
+            break
+        time.sleep(0.1)
+    time.sleep(1.5)  # into "what your country ..."
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err[-2000:]
+    assert "stopping (SIGTERM): draining every node" in out, out[-2000:]
+    assert "summary:" in err and "Traceback" not in err, err[-2000:]
+    assert json.loads((tmp_path / "stats.json").read_text())["audio_seconds"] < 10.5
+    # the third caption is the cut sentence ("what your country", decoded as far as it went)
+    cues = (tmp_path / "out" / "captions.srt").read_text().lower().strip().split("\n\n")
+    assert len(cues) >= 3 and "country" in " ".join(cues[2:]), cues
+
+
+@needs_model
 @pytest.mark.parametrize("guard", [True, False], ids=["default", "off"])
 def test_music_the_vad_lets_through_is_not_captioned_thank_you(guard, tmp_path, monkeypatch):
     """Jazz guitar (a real recording, no voice) with the VAD made permissive (threshold 0.05), so

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -14,9 +15,9 @@ import pytest
 import soundfile as sf
 
 from engine.errors import GraphError
-from engine.events import Event
+from engine.events import Event, NodeError
 from engine.graph import load_graph, parse_graph
-from engine.node import AUDIO, AudioSpec, Node, NodeIO, register
+from engine.node import AUDIO, EVENTS, AudioSpec, Node, NodeIO, register
 from engine.queues import BoundedQueue
 from engine.ring import AudioRing
 from engine.runtime import Engine
@@ -84,9 +85,29 @@ class _Exploding(Node):
         self.n += 1
         if self.n % 3 == 0:
             raise RuntimeError("boom")
+        self._pass(io)
+
+    def _pass(self, io: NodeIO) -> None:
         x = io.audio("audio")
         io.out("audio")[: len(x)] = x
         io.produced("audio", len(x))
+
+
+@register
+class _Complaining(_Exploding):
+    """Test-only node type: passes audio through and, every tenth block, reports a problem it
+    survived as an ``engine.node_error`` event (as a monitor whose evidence clip could not be
+    saved does), without raising."""
+
+    type_name = "test.complaining"
+    outputs = {"audio": AUDIO, "events": EVENTS}
+
+    def process(self, io: NodeIO) -> None:
+        self.n += 1
+        self._pass(io)
+        if self.n % 10 == 0:
+            io.emit("events", NodeError(io.start["audio"], 16000, self.id,
+                                        message="clip not saved"))
 
 
 def test_node_exception_becomes_event_and_graph_keeps_running(tmp_path, caplog):
@@ -130,7 +151,7 @@ params = {{ path = "{out}" }}
         "x: test.exploding raised RuntimeError: boom"]
 
 
-def test_cli_run_exits_3_when_a_node_raised(tmp_path, capsys):
+def test_cli_run_exits_3_when_a_node_raised(tmp_path, capsys, monkeypatch):
     """A batch job must be able to tell a complete run from one whose outputs miss the audio of
     failing blocks: `run` reaches the end either way, but exits 3 (not 0) after node errors."""
     from engine.cli import main
@@ -150,6 +171,19 @@ def test_cli_run_exits_3_when_a_node_raised(tmp_path, capsys):
     assert main(["run", str(g), "--quiet"]) == 3
     err = capsys.readouterr().err
     assert "finished with node errors (x: 17)" in err and "exit status 3" in err, err
+    # errors a node reports and survives (a clip not saved, a webhook down) count too
+    g.write_text(graph("test.complaining"))
+    stats = tmp_path / "stats.json"
+    import io
+
+    from engine.console import CONSOLE
+
+    monkeypatch.setattr(CONSOLE, "stream", io.StringIO())
+    assert main(["run", str(g), "--quiet", "--stats-json", str(stats)]) == 3
+    err, shown = capsys.readouterr().err, CONSOLE.stream.getvalue()
+    assert "finished with node errors (x: 5)" in err and "x: error at 0.09 s: clip not saved" \
+        in shown, (shown, err)
+    assert json.loads(stats.read_text())["nodes"]["x"]["errors"] == 5
     g.write_text(graph("dsp.gain"))
     assert main(["run", str(g), "--quiet"]) == 0
     assert "node errors" not in capsys.readouterr().err
@@ -853,3 +887,7 @@ def test_a_drain_at_the_end_is_not_counted_as_a_quantums_cpu(tmp_path, thread):
     st = Engine(spec, realtime=False).run()["nodes"]["f"]
     assert st["cpu_calls"] >= 50 and st["cpu_max_ms"] < 100, st
     assert st["flush_ms"] >= 150, st
+    # nor in the run's speed: 0.5 s of audio streamed in real time is 1.0x, then a drain
+    # (it read 0.8x, 0.5 s of audio in 0.65 s, as if the machine could not keep up)
+    run = Engine(spec, realtime=True).run()
+    assert run["drain_seconds"] >= 0.15 and 0.85 <= run["speed"] <= 1.15, run

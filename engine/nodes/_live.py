@@ -50,7 +50,7 @@ class LiveSource(Node):
         w = self.ring.frames_written if self.ring is not None else 0
         now = time.monotonic()
         if w != self._last_seen or not self._last_change:
-            if self._last_change:
+            if self._last_change and self._last_seen:  # the first audio is not late
                 gap = now - self._last_change
                 self.longest_gap_s = max(self.longest_gap_s, gap)
                 self.late_deliveries += gap > 0.5
