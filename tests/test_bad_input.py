@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,8 +64,6 @@ def _corrupt(tmp_path: Path, good_wav: Path, kind: str) -> Path:
         p.write_bytes(b"")
     elif kind == "garbage":
         p.write_bytes(np.random.default_rng(1).integers(0, 255, 5000, np.uint8).tobytes())
-    elif kind == "truncated":
-        p.write_bytes(data[: len(data) // 3])
     elif kind == "header_only":
         p.write_bytes(data[:44])
     elif kind == "text":
@@ -74,7 +75,7 @@ def _corrupt(tmp_path: Path, good_wav: Path, kind: str) -> Path:
 
 
 @pytest.mark.parametrize("kind,needle", [
-    ("empty", "empty"), ("garbage", "not a readable audio file"), ("truncated", "truncated"),
+    ("empty", "empty"), ("garbage", "not a readable audio file"),
     ("header_only", "no audio frames"), ("text", "not a readable audio file"),
     ("missing", "no such audio file"),
 ])
@@ -87,7 +88,7 @@ def test_bad_audio_file_cli(tmp_path, good_wav, kind, needle):
     assert bad.name in out
 
 
-@pytest.mark.parametrize("kind", ["empty", "garbage", "truncated", "header_only", "text"])
+@pytest.mark.parametrize("kind", ["empty", "garbage", "header_only", "text"])
 def test_bad_audio_file_api(tmp_path, good_wav, kind):
     bad = _corrupt(tmp_path, good_wav, kind)
     with pytest.raises(AudioFileError, match=bad.name):
@@ -99,6 +100,105 @@ def test_wrong_format_input_file_via_cli_input(tmp_path, good_wav):
     r = run_cli("run", str(REPO / "graphs" / "vad_monitor.toml"), "--input", str(bad),
                 "--fast", "--quiet")
     assert_clean_error(r, bad.name)
+
+
+def _cut(tmp_path: Path, kind: str, keep: float) -> Path:
+    """jfk.flac cut off after ``keep`` of its bytes, as a crashed recorder leaves it: as FLAC,
+    or as a 16-bit WAV whose header still announces the whole 11 s."""
+    src = shared("speech/jfk.flac")
+    if kind == "wav":
+        x, rate = sf.read(src, dtype="float32")
+        sf.write(tmp_path / "whole.wav", x, rate, subtype="PCM_16")
+        src = tmp_path / "whole.wav"
+    whole = src.read_bytes()
+    cut = tmp_path / f"crashed.{kind}"
+    cut.write_bytes(whole[:int(len(whole) * keep)])
+    return cut
+
+
+def _warnings(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("warning: ")]
+
+
+@pytest.mark.parametrize("kind", ["wav", "flac"])
+def test_truncated_recording_is_processed_up_to_where_it_stops(tmp_path, kind):
+    """A recording cut off at 70 % (a recorder that crashed) gives one warning naming the file,
+    the length its header announces and the length present, and the captions of the part that
+    is there (it used to be refused whole: "the file is truncated" / "psf_fseek() failed")."""
+    cut = _cut(tmp_path, kind, 0.7)
+    r = run_cli("run", str(REPO / "graphs" / "live_captions.toml"), "--input", str(cut),
+                "--fast", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    warned = _warnings(r.stderr)
+    assert len(warned) == 1, r.stderr
+    assert re.fullmatch(rf"warning: .*{cut.name}: truncated \(header announces 11\.0 s, "
+                        r"(7\.\d\d) s present\); processing the \1 s that are there",
+                        warned[0]), warned[0]
+    said = re.sub(r"[^a-z ]", "", r.stdout.lower())
+    assert "and so my fellow americans" in said and "ask not" in said, r.stdout
+    assert "can do for your country" not in said, r.stdout  # the last words were cut off
+
+
+def test_truncated_file_in_a_graph_plays_its_readable_part(tmp_path, caplog):
+    """A graph's source.file on a cut-off FLAC: one warning on the logger ``engine`` and
+    exactly the frames that are there, equal to the original's; `validate` passes it with the
+    same warning."""
+    cut = _cut(tmp_path, "flac", 0.5)
+    graph = (f'[[nodes]]\nid = "src"\ntype = "source.file"\nparams = {{ path = "{cut}" }}\n'
+             '[[nodes]]\nid = "out"\ntype = "sink.array"\nin = { audio = "src.audio" }\n')
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        eng = Engine(parse_graph(graph), realtime=False)
+        eng.run()
+    warned = [rec.getMessage() for rec in caplog.records if rec.name.startswith("engine")]
+    assert len(warned) == 1 and f"{cut.name}: truncated (header announces 11.0 s" in warned[0]
+    got = eng.node("out").audio
+    ref, _ = sf.read(shared("speech/jfk.flac"), dtype="float32")
+    assert 0.4 * len(ref) < len(got) < 0.6 * len(ref)
+    np.testing.assert_array_equal(got, ref[:len(got)])
+    g = tmp_path / "g.toml"
+    g.write_text(graph)
+    r = run_cli("validate", str(g))
+    assert r.returncode == 0 and "ok (2 nodes)" in r.stdout, r.stderr
+    assert len(_warnings(r.stderr)) == 1 and cut.name in r.stderr, r.stderr
+
+
+def test_truncated_file_with_nothing_readable_stays_an_error(tmp_path):
+    """A FLAC cut inside its first audio frame has nothing to play: still refused, exit 2."""
+    src = shared("speech/jfk.flac")
+    cut = tmp_path / "nothing.flac"
+    cut.write_bytes(src.read_bytes()[:9000])
+    r = run_cli("run", str(REPO / "graphs" / "vad_monitor.toml"), "--input", str(cut),
+                "--fast", "--quiet")
+    assert_clean_error(r, "nothing.flac", "corrupt or truncated near its end", "re-export")
+    assert not _warnings(r.stderr), r.stderr
+
+
+def test_text_file_named_mp3_is_called_not_audio(tmp_path):
+    """libsndfile's MP3 decoder said "File does not exist or is not a regular file" for a text
+    file named .mp3, after its own "Note: Illegal Audio-MPEG-Header" lines on stderr."""
+    bad = tmp_path / "x.mp3"
+    bad.write_text("hello\n")
+    r = run_cli("run", str(REPO / "graphs" / "vad_monitor.toml"), "--input", str(bad),
+                "--fast", "--quiet")
+    out = assert_clean_error(r, "x.mp3: not a readable audio file (format not recognised)")
+    assert "regular file" not in out and "MPEG" not in out, out
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_decoder_noise_is_dropped_and_nothing_else(capfd):
+    """While a file is opened fd 2 goes to a temporary file: the MP3 decoder's own lines are
+    dropped, anything else written meanwhile (another thread's log) is passed on, and fd 2 is
+    back afterwards, also when the opening raised."""
+    from engine.audio_io import _decoder_quiet
+
+    with pytest.raises(AudioFileError), _decoder_quiet():
+        os.write(2, b"Note: Illegal Audio-MPEG-Header 0x00000000 at offset 2.\n")
+        os.write(2, b"a log line from elsewhere\n")
+        os.write(2, b"Warning: Xing stream size off by more than 1%\n")
+        raise AudioFileError("x")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "a log line from elsewhere\nafter\n"
 
 
 GRAPH_PROBLEMS = [

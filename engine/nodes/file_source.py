@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ from ..errors import AudioFileError
 from ..node import AUDIO, AudioSpec, Node, NodeIO, param, register
 from ..pcm import MAX_RATE, SF_SUBTYPES
 
+log = logging.getLogger(__name__)
+
 
 @register
 class FileSource(Node):
@@ -23,8 +26,10 @@ class FileSource(Node):
 
     In a real-time run the engine paces quanta by the wall clock, so the file plays as a
     microphone would; with ``--fast`` it runs as fast as the graph can go. ``loop`` restarts at
-    the end. File errors (missing, empty, corrupt, truncated) are raised in ``prepare`` as
-    :class:`AudioFileError` naming the file and the problem.
+    the end. File errors (missing, empty, corrupt, nothing readable) are raised when the graph
+    loads (``negotiate``) as :class:`AudioFileError` naming the file and the problem. A
+    truncated file (a recorder that crashed) plays up to where it stops, after one warning
+    (logger ``engine``) that names it and says how much is there.
     """
 
     type_name = "source.file"
@@ -48,13 +53,19 @@ class FileSource(Node):
     def __init__(self, node_id: str, params: Params):
         super().__init__(node_id, params)
         self._f: sf.SoundFile | None = None
+        self._frames = 0  # the file's readable frames
+        self._pos = 0  # the file's read position
         self.finished = False
         self.frames_read = 0
         self._rs = None  # StreamingResampler when sample_rate differs from the file's
 
     def _open(self) -> sf.SoundFile:
         p = self.params
-        return open_audio(p.path, p.raw_sample_rate, p.raw_channels, p.raw_subtype)
+        a = open_audio(p.path, p.raw_sample_rate, p.raw_channels, p.raw_subtype)
+        if a.warning:
+            log.warning("%s", a.warning)
+        self._frames = a.frames
+        return a.file
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         f = self._f or self._open()
@@ -96,9 +107,12 @@ class FileSource(Node):
             self._back = np.zeros((spec.max_block + self._rs.max_output(self._max_read)
                                    + self._rs.max_flush + 8, ch), np.float32)
         #: where the stream starts (and a loop or reset() starts again): start_s into the file
-        self._start = min(int(self.params.start_s * self._f.samplerate), self._f.frames)
+        self._start = min(int(self.params.start_s * self._f.samplerate), self._frames)
         self._reset_stream()
-        self._f.seek(self._start)
+        self._seek(self._start)
+
+    def _seek(self, frame: int) -> None:
+        self._pos = self._f.seek(frame)
 
     def _reset_stream(self) -> None:
         self._eof = False  # the file ended (no loop)
@@ -108,20 +122,23 @@ class FileSource(Node):
             self._skip = self._rs.latency_out  # output frames before the first input frame
 
     def _read(self, out: np.ndarray, want: int) -> int:
-        """Up to ``want`` file frames into ``out`` (looping when asked); sets ``_eof``."""
+        """Up to ``want`` file frames into ``out`` (looping when asked); sets ``_eof``. Reads
+        stop at the readable end (a truncated file's decoder fails past it)."""
         f = self._f
         got = 0
         while got < want:
+            k = min(want - got, self._frames - self._pos)
             try:
-                n = len(f.read(want - got, dtype="float32", always_2d=True,
-                               out=out[got:want]))
+                n = len(f.read(k, dtype="float32", always_2d=True,
+                               out=out[got:got + k])) if k > 0 else 0
             except (sf.LibsndfileError, RuntimeError) as e:
                 self.finished = True
                 raise AudioFileError(f"{self.params.path}: read error: {e}") from None
             got += n
-            if n == 0 or got < want and f.tell() >= f.frames:
-                if self.params.loop and self._start < f.frames:  # (a start at the end: no loop)
-                    f.seek(self._start)
+            self._pos += n
+            if n == 0 or got < want and self._pos >= self._frames:
+                if self.params.loop and self._start < self._frames:  # (a start at the end:
+                    self._seek(self._start)  # no loop)
                     continue
                 self._eof = True
                 break
@@ -175,7 +192,7 @@ class FileSource(Node):
 
     def reset(self) -> None:
         if self._f is not None:
-            self._f.seek(getattr(self, "_start", 0))
+            self._seek(getattr(self, "_start", 0))
         self.finished = False
         if hasattr(self, "_n_back"):  # prepared
             self._reset_stream()
