@@ -25,9 +25,11 @@ highest classes under their AudioSet names).
 Side outputs, both on background threads behind bounded queues so ``process`` never waits on I/O:
 
 * ``evidence_dir``: each event's audio, from ``pre_roll_s`` before its start to the moment it is
-  stopped (at most ``max_clip_s``), written as a 16-bit WAV plus a JSON sidecar. An unwritable
-  directory or a full disk becomes an ``engine.node_error`` event and a log warning, never a
-  crash; a clip that finds the writer's queue (32 clips) full is dropped, counted and reported.
+  stopped (at most ``max_clip_s``), written as a 16-bit WAV plus a JSON sidecar. A folder
+  that cannot be created or written is a graph error (``nodes[ID].params.evidence_dir: ...``,
+  checked when the graph is loaded); one that fails later (a full disk, the folder removed)
+  makes each clip that fails an ``engine.node_error`` event and a log warning, never a crash;
+  a clip that finds the writer's queue (32 clips) full is dropped, counted and reported.
   ``evidence_max_mb`` caps the folder: the oldest clips of this node are deleted to make room
   (counted in ``clips_pruned``), so a monitor left running for weeks does not fill the disk.
 * ``webhook_url``: the JSON of every started / stopped event is POSTed (``urllib``) with a
@@ -86,6 +88,7 @@ from ..node import (
     register,
     require_mono,
     require_rate,
+    unwritable_dir,
 )
 from ..ring import HistoryRing
 from ._background import BackgroundJobs
@@ -205,7 +208,9 @@ class SoundEvents(Node):
         emit_scores: bool = param(False, doc="emit SoundScores on the scores port per patch")
         scores_top_k: int = param(5, ge=0, le=NUM_CLASSES,
                                   doc="classes listed in each SoundScores")
-        evidence_dir: str = param("", doc="folder for a WAV clip (+ JSON) per event; '' = off")
+        evidence_dir: str = param("", doc="folder for a WAV clip (+ JSON) per event; '' = off. "
+                                          "Created if missing; one that cannot be created or "
+                                          "written is a graph error")
         pre_roll_s: float = param(2.0, ge=0.0, le=60.0, doc="audio kept before an event's start")
         max_clip_s: float = param(30.0, gt=0.0, le=600.0, doc="longest evidence clip")
         evidence_max_mb: float = param(2048.0, ge=0.0, doc="most MB of this node's clips kept in "
@@ -269,6 +274,11 @@ class SoundEvents(Node):
             if u.scheme not in ("http", "https") or not u.netloc:
                 problems.append(f"webhook_url: must be an http:// or https:// URL, got "
                                 f"{params.webhook_url!r}")
+        if params.evidence_dir:  # refused now, not found at the first event of the run
+            folder = Path(params.evidence_dir).expanduser()
+            why = unwritable_dir(folder)
+            if why:
+                problems.append(f"evidence_dir: cannot save clips in {folder} ({why})")
         return problems
 
     def _check(self) -> list[str]:
@@ -331,6 +341,8 @@ class SoundEvents(Node):
                        + p.min_duration_s + 1.0)
             cap = int(extra_s * SAMPLE_RATE) + delay
             self._ring = HistoryRing(cap)
+            # _check() above refused a folder that cannot be written; one that goes (or a
+            # disk that fills) from now on is reported per clip, never fatal
             try:
                 Path(p.evidence_dir).expanduser().mkdir(parents=True, exist_ok=True)
             except OSError as e:
