@@ -155,6 +155,29 @@ def test_quantisation_parameters_read_from_model():
     assert s.shape == (521,) and s.dtype == np.float32 and np.all((s >= 0) & (s <= 1))
 
 
+@needs_model
+def test_quantised_scores_come_in_steps_read_from_the_model():
+    """Every score is one of score_steps(), the sigmoid of the model's own output scale x
+    (code - zero point); the steps the node's docs state are those of the default model."""
+    from engine.models.manifest import model_file
+    from engine.models.yamnet import YamnetModel
+    from engine.nodes.sound_events import STEPS_DOC, SoundEvents
+
+    m = YamnetModel(model_file("yamnet", "model.onnx"))
+    steps = m.score_steps()
+    k = np.arange(-4, 5)
+    want = 1 / (1 + np.exp(-m.output_scale * k))
+    assert np.allclose([steps[np.argmin(abs(steps - w))] for w in want], want, atol=1e-6)
+    assert np.all(np.diff(steps) > 0) and 0.5 in steps
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        s = m.scores(rng.uniform(-7, 3, (96, 64)).astype(np.float32))
+        assert np.isin(s, steps).all()
+    near = [float(round(v, 3)) for v in steps if 0.09 < v < 0.96]
+    assert STEPS_DOC == "... " + ", ".join(f"{v:g}" for v in near) + " ..."
+    assert STEPS_DOC in SoundEvents.Params.__dataclass_fields__["on_threshold"].metadata["doc"]
+
+
 def test_float_model_detected_from_input_dtype(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -185,6 +208,7 @@ def test_float_model_detected_from_input_dtype(tmp_path):
     patch = rng.standard_normal((96, 64)).astype(np.float32)
     want = 1 / (1 + np.exp(-(patch.reshape(1, -1) @ numpy_helper.to_array(w))))
     assert np.allclose(m.scores(patch), want[0], atol=1e-5)
+    assert m.score_steps() is None  # continuous scores: no threshold lies between steps
 
 
 # ------------------------------------------------------------------------------------ node
@@ -373,6 +397,44 @@ def test_event_start_at_the_sound_onset_on_the_audio_clock():
              if isinstance(e, SoundEventStarted)]
     node.close()
     assert moved == [(group, start + shift)]
+
+
+@needs_model
+def test_threshold_between_quantised_steps_is_warned_at_load(caplog):
+    """A threshold set strictly between two of the quantised model's score steps acts as the
+    step above it: prepare says so once per threshold, as a warning (not an error). Defaults,
+    thresholds on a step, and an off threshold compared with the 'hold' moving mean are not
+    warned about."""
+    import logging
+
+    from engine.node import AudioSpec
+
+    spec = {"audio": AudioSpec(16000, 1, 480)}
+    node = _node("monitor", on_threshold=0.55, off_threshold=0.25,
+                 thresholds={"dog": [0.32, 0.18], "cat": [0.5, 0.3]})
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        node.prepare(spec)
+    node.close()
+    msgs = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert msgs == [
+        "monitor: on_threshold = 0.55 lies between the quantised model's score steps 0.5 and "
+        "0.6806 (a score is never between them): it acts as 0.6806",
+        "monitor: thresholds.dog on = 0.32 lies between the quantised model's score steps "
+        "0.3194 and 0.5 (a score is never between them): it acts as 0.5"]
+    caplog.clear()
+    node = _node("monitor", smoothing="max", off_threshold=0.18)  # compared with one score
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        node.prepare(spec)
+    node.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        "monitor: off_threshold = 0.18 lies between the quantised model's score steps 0.0937 "
+        "and 0.1805 (a score is never between them): it acts as 0.1805"]
+    caplog.clear()
+    node = _node("monitor")  # the defaults: nothing said
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        node.prepare(spec)
+    node.close()
+    assert not caplog.records
 
 
 @needs_model
