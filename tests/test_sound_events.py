@@ -409,32 +409,24 @@ def test_threshold_between_quantised_steps_is_warned_at_load(caplog):
 
     from engine.node import AudioSpec
 
-    spec = {"audio": AudioSpec(16000, 1, 480)}
-    node = _node("monitor", on_threshold=0.55, off_threshold=0.25,
-                 thresholds={"dog": [0.32, 0.18], "cat": [0.5, 0.3]})
-    with caplog.at_level(logging.WARNING, logger="engine"):
-        node.prepare(spec)
-    node.close()
-    msgs = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert msgs == [
+    def warnings_at_load(**params) -> list[str]:
+        caplog.clear()
+        node = _node("monitor", **params)
+        with caplog.at_level(logging.WARNING, logger="engine"):
+            node.prepare({"audio": AudioSpec(16000, 1, 480)})
+        node.close()
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+    assert warnings_at_load(on_threshold=0.55, off_threshold=0.25,
+                            thresholds={"dog": [0.32, 0.18], "cat": [0.5, 0.3]}) == [
         "monitor: on_threshold = 0.55 lies between the quantised model's score steps 0.5 and "
         "0.6806 (a score is never between them): it acts as 0.6806",
         "monitor: thresholds.dog on = 0.32 lies between the quantised model's score steps "
         "0.3194 and 0.5 (a score is never between them): it acts as 0.5"]
-    caplog.clear()
-    node = _node("monitor", smoothing="max", off_threshold=0.18)  # compared with one score
-    with caplog.at_level(logging.WARNING, logger="engine"):
-        node.prepare(spec)
-    node.close()
-    assert [r.getMessage() for r in caplog.records] == [
+    assert warnings_at_load(smoothing="max", off_threshold=0.18) == [  # met by one score
         "monitor: off_threshold = 0.18 lies between the quantised model's score steps 0.0937 "
         "and 0.1805 (a score is never between them): it acts as 0.1805"]
-    caplog.clear()
-    node = _node("monitor")  # the defaults: nothing said
-    with caplog.at_level(logging.WARNING, logger="engine"):
-        node.prepare(spec)
-    node.close()
-    assert not caplog.records
+    assert warnings_at_load() == []  # the defaults: nothing said
 
 
 @needs_model
