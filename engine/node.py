@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -392,6 +393,31 @@ def unwritable(path: str | os.PathLike) -> str | None:
         return "a directory"
     if not os.access(p if p.exists() else p.parent, os.W_OK):
         return "permission denied"
+    return None
+
+
+def unwritable_dir(path: str | os.PathLike) -> str | None:
+    """Why files could not be written in folder ``path``, or None. Checked by doing it:
+    the folder is created if missing and a temporary file made (and removed) in it, which
+    also answers for root (to whom ``os.access`` says yes on ``/proc`` or a read-only
+    mount); folders created for the check are removed again, so validating a graph leaves
+    nothing behind."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        return "a file, not a folder"
+    made = [q for q in (p, *p.parents) if not q.exists() and not q.is_symlink()]
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    finally:
+        for q in made:  # innermost first
+            try:
+                q.rmdir()
+            except OSError:
+                break
     return None
 
 

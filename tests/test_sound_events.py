@@ -155,6 +155,29 @@ def test_quantisation_parameters_read_from_model():
     assert s.shape == (521,) and s.dtype == np.float32 and np.all((s >= 0) & (s <= 1))
 
 
+@needs_model
+def test_quantised_scores_come_in_steps_read_from_the_model():
+    """Every score is one of score_steps(), the sigmoid of the model's own output scale x
+    (code - zero point); the steps the node's docs state are those of the default model."""
+    from engine.models.manifest import model_file
+    from engine.models.yamnet import YamnetModel
+    from engine.nodes.sound_events import STEPS_DOC, SoundEvents
+
+    m = YamnetModel(model_file("yamnet", "model.onnx"))
+    steps = m.score_steps()
+    k = np.arange(-4, 5)
+    want = 1 / (1 + np.exp(-m.output_scale * k))
+    assert np.allclose([steps[np.argmin(abs(steps - w))] for w in want], want, atol=1e-6)
+    assert np.all(np.diff(steps) > 0) and 0.5 in steps
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        s = m.scores(rng.uniform(-7, 3, (96, 64)).astype(np.float32))
+        assert np.isin(s, steps).all()
+    near = [float(round(v, 3)) for v in steps if 0.09 < v < 0.96]
+    assert STEPS_DOC == "... " + ", ".join(f"{v:g}" for v in near) + " ..."
+    assert STEPS_DOC in SoundEvents.Params.__dataclass_fields__["on_threshold"].metadata["doc"]
+
+
 def test_float_model_detected_from_input_dtype(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -185,6 +208,7 @@ def test_float_model_detected_from_input_dtype(tmp_path):
     patch = rng.standard_normal((96, 64)).astype(np.float32)
     want = 1 / (1 + np.exp(-(patch.reshape(1, -1) @ numpy_helper.to_array(w))))
     assert np.allclose(m.scores(patch), want[0], atol=1e-5)
+    assert m.score_steps() is None  # continuous scores: no threshold lies between steps
 
 
 # ------------------------------------------------------------------------------------ node
@@ -373,6 +397,36 @@ def test_event_start_at_the_sound_onset_on_the_audio_clock():
              if isinstance(e, SoundEventStarted)]
     node.close()
     assert moved == [(group, start + shift)]
+
+
+@needs_model
+def test_threshold_between_quantised_steps_is_warned_at_load(caplog):
+    """A threshold set strictly between two of the quantised model's score steps acts as the
+    step above it: prepare says so once per threshold, as a warning (not an error). Defaults,
+    thresholds on a step, and an off threshold compared with the 'hold' moving mean are not
+    warned about."""
+    import logging
+
+    from engine.node import AudioSpec
+
+    def warnings_at_load(**params) -> list[str]:
+        caplog.clear()
+        node = _node("monitor", **params)
+        with caplog.at_level(logging.WARNING, logger="engine"):
+            node.prepare({"audio": AudioSpec(16000, 1, 480)})
+        node.close()
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+    assert warnings_at_load(on_threshold=0.55, off_threshold=0.25,
+                            thresholds={"dog": [0.32, 0.18], "cat": [0.5, 0.3]}) == [
+        "monitor: on_threshold = 0.55 lies between the quantised model's score steps 0.5 and "
+        "0.6806 (a score is never between them): it acts as 0.6806",
+        "monitor: thresholds.dog on = 0.32 lies between the quantised model's score steps "
+        "0.3194 and 0.5 (a score is never between them): it acts as 0.5"]
+    assert warnings_at_load(smoothing="max", off_threshold=0.18) == [  # met by one score
+        "monitor: off_threshold = 0.18 lies between the quantised model's score steps 0.0937 "
+        "and 0.1805 (a score is never between them): it acts as 0.1805"]
+    assert warnings_at_load() == []  # the defaults: nothing said
 
 
 @needs_model
@@ -664,23 +718,49 @@ def test_evidence_clip_written_with_pre_roll(tmp_path):
     assert np.max(np.abs(y - x[a:a + len(y)])) < 1e-3  # 16-bit PCM of the input audio
 
 
-@needs_model
-@needs_clips
-def test_unwritable_evidence_dir_is_reported_not_fatal(tmp_path):
+def test_evidence_dir_that_cannot_be_written_is_a_graph_error(tmp_path):
+    """Refused when the graph is loaded, with its path, like an unwritable sink.events file,
+    not found at the run's first event; checking a good folder leaves nothing behind."""
+    from engine.graph import parse_graph
+
+    text = (REPO / "graphs" / "sound_monitor.toml").read_text()
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("a file where a folder should be")
-    node = _node(evidence_dir=str(blocker / "clips"))
+    bad = [(blocker / "clips", "Not a directory"), (blocker, "a file, not a folder")]
+    if Path("/proc/self").is_dir():
+        bad.append((Path("/proc/evid"), "No such file or directory"))  # even for root
+    for folder, why in bad:
+        with pytest.raises(GraphError) as e:
+            parse_graph(text, "sound_monitor.toml", {"monitor": {"evidence_dir": str(folder)}})
+        assert (f"nodes[monitor].params.evidence_dir: cannot save clips in {folder} ({why})"
+                in e.value.problems), e.value.problems
+    good = tmp_path / "a" / "b"
+    parse_graph(text, "sound_monitor.toml", {"monitor": {"evidence_dir": str(good)}})
+    assert not (tmp_path / "a").exists()
+
+
+@needs_model
+@needs_clips
+def test_disk_full_during_the_run_is_reported_not_fatal(tmp_path, monkeypatch):
+    """A folder that passed the load-time check can still fail while running (the disk
+    fills): each clip that is not saved is an engine.node_error, the events go on."""
+    import errno
+
+    def full(*args, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    node = _node(evidence_dir=str(tmp_path / "clips"))
+    monkeypatch.setattr(sf, "write", full)
     r = run_node(node, _clip(SMOKE_ALARM), 16000, 480)
     events = r.events["events"]
     assert [type(e) for e in events if not isinstance(e, NodeError)] == \
         [SoundEventStarted, SoundEventStopped]
-    errors = [e for e in events if isinstance(e, NodeError)]
-    assert errors and "evidence_dir" in errors[0].message
     assert node.wait_idle(10.0)
     assert node.stats()["clips_failed"] == 1
     # the end of the stream waits for the writer, so its failure is reported by then
-    later = errors + [e for e in _drain_io(node) if isinstance(e, NodeError)]
-    assert any("not saved" in e.message for e in later), [e.message for e in later]
+    errors = [e.message for e in events + _drain_io(node) if isinstance(e, NodeError)]
+    assert any("not saved" in m and "No space left on device" in m for m in errors), errors
+    assert not list((tmp_path / "clips").iterdir())  # no truncated clip left behind
     node.close()
 
 

@@ -193,7 +193,10 @@ class YamnetModel:
         else:
             dst[...] = patch
         raw = self.session.run(self._outs, self._feed)[0].reshape(-1)
-        res = self._out if out is None else out
+        return self._probabilities(raw, self._out if out is None else out)
+
+    def _probabilities(self, raw: np.ndarray, res: np.ndarray) -> np.ndarray:
+        """The model's raw output (codes of a quantised model) as probabilities, into ``res``."""
         if self.quantised:
             np.subtract(raw, self.output_zero_point, out=res, dtype=np.float32)
             res *= np.float32(self.output_scale)
@@ -206,6 +209,20 @@ class YamnetModel:
             res += 1.0
             np.reciprocal(res, out=res)
         return res
+
+    def score_steps(self) -> np.ndarray | None:
+        """Every value a class score can take, ascending (float32, exactly as :meth:`scores`
+        returns them), or None for a float model, whose scores are continuous.
+
+        A quantised model's output is one of 256 codes, logit = ``output_scale`` x (code -
+        ``output_zero_point``), so its probabilities come in steps (the default model: scale
+        0.757, zero point 190: ... 0.18, 0.319, 0.5, 0.681, 0.82 ...). A threshold compared
+        with them acts as the lowest step at or above it."""
+        if not self.quantised:
+            return None
+        kind = next(o.type for o in self.session.get_outputs() if o.name == self._out_name)
+        codes = np.arange(-128, 128) if kind == "tensor(int8)" else np.arange(256)
+        return np.unique(self._probabilities(codes, np.zeros(len(codes), np.float32)))
 
     def scores_for_patches(self, patches: np.ndarray) -> np.ndarray:
         """Scores ``(n, 521)`` of a stack of patches ``(n, 96, 64)`` (offline analysis)."""

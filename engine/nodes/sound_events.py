@@ -11,11 +11,18 @@ clock, patch hop ``patch_hop_s`` default 0.24 s). All stamps
 are absolute input sample indices (``io.start["audio"]`` plus the offset in the stream; quanta
 dropped upstream are bridged without shifting the clock), and none depends on the block size.
 
-The default thresholds (on 0.5, off 0.3) suit the quantised model, whose logits come in steps of
-0.757: its probabilities near the thresholds are 0.18, 0.32, 0.50, 0.68, so *on* 0.5 means
-"logit >= 0" and *off* 0.3 one step below. ``DEFAULT_THRESHOLDS`` sets per-group exceptions
-(``dog``: 0.3 / 0.15, one step lower, fitted on the benchmark's clips; see there);
-``thresholds`` overrides them, ``default_thresholds = false`` drops them.
+The default model is quantised (uint8): its output is a code, logit = scale x (code - zero
+point), 0.7565 x (code - 190) as read from the model, so a score takes only the values
+0.094, 0.18, 0.319, 0.5, 0.681, 0.82, 0.906, 0.954 near the thresholds
+(:meth:`~engine.models.yamnet.YamnetModel.score_steps`) and a threshold compared with one
+patch's score acts as the lowest step at or above it: *on* 0.5 means "quantised logit >= 0"
+(a float logit >= -0.38, probability >= about 0.41), 0.55 acts as 0.681, 0.32 as 0.5. A
+threshold set in the graph strictly between two steps is warned about at load time, with the
+step it acts as (:func:`thresholds_between_steps`); a float YAMNet has no steps. *off* (0.3) is
+compared with the 3-patch moving mean under the default ``hold`` smoothing, which does fall
+between steps. ``DEFAULT_THRESHOLDS`` sets per-group exceptions (``dog``: 0.3 / 0.15, on one
+step lower: 0.3 acts as 0.319; fitted on the benchmark's clips; see there); ``thresholds``
+overrides them, ``default_thresholds = false`` drops them.
 
 Outputs: ``events`` (``SoundEventStarted`` / ``SoundEventStopped``, and ``NodeError`` for
 non-fatal evidence / webhook failures) and ``scores`` (``SoundScores`` per patch when
@@ -25,9 +32,11 @@ highest classes under their AudioSet names).
 Side outputs, both on background threads behind bounded queues so ``process`` never waits on I/O:
 
 * ``evidence_dir``: each event's audio, from ``pre_roll_s`` before its start to the moment it is
-  stopped (at most ``max_clip_s``), written as a 16-bit WAV plus a JSON sidecar. An unwritable
-  directory or a full disk becomes an ``engine.node_error`` event and a log warning, never a
-  crash; a clip that finds the writer's queue (32 clips) full is dropped, counted and reported.
+  stopped (at most ``max_clip_s``), written as a 16-bit WAV plus a JSON sidecar. A folder
+  that cannot be created or written is a graph error (``nodes[ID].params.evidence_dir: ...``,
+  checked when the graph is loaded); one that fails later (a full disk, the folder removed)
+  makes each clip that fails an ``engine.node_error`` event and a log warning, never a crash;
+  a clip that finds the writer's queue (32 clips) full is dropped, counted and reported.
   ``evidence_max_mb`` caps the folder: the oldest clips of this node are deleted to make room
   (counted in ``clips_pruned``), so a monitor left running for weeks does not fill the disk.
 * ``webhook_url``: the JSON of every started / stopped event is POSTed (``urllib``) with a
@@ -51,6 +60,7 @@ Output does not depend on the block size.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import logging
@@ -86,6 +96,7 @@ from ..node import (
     register,
     require_mono,
     require_rate,
+    unwritable_dir,
 )
 from ..ring import HistoryRing
 from ._background import BackgroundJobs
@@ -117,6 +128,12 @@ DEFAULT_GROUPS: dict[str, list[str]] = {
 #: the quiet dog recordings peak one quantisation step below 0.5 (at 0.32), and 'dog' at 0.3 / 0.15
 #: raised no false alarm on the 10 minutes of speech / noise background (three seeds).
 DEFAULT_THRESHOLDS: dict[str, list[float]] = {"dog": [0.3, 0.15]}
+
+#: the default (quantised) model's scores around the thresholds, rounded: the sigmoid of
+#: scale x (code - zero point), 0.7565 x (code - 190) as read from the model by
+#: YamnetModel.score_steps (the node warns about a threshold between two of them; a float
+#: model has no steps). tests/test_sound_events.py checks them against the model.
+STEPS_DOC = "... 0.094, 0.18, 0.319, 0.5, 0.681, 0.82, 0.906, 0.954 ..."
 
 #: webhook posts waiting for the endpoint before the oldest is dropped
 WEBHOOK_QUEUE = 256
@@ -174,10 +191,20 @@ class SoundEvents(Node):
                                  "classes. Setting it replaces the default groups")
         extra_groups: dict = param({}, doc="groups added to `groups` (the defaults unless "
                                            "replaced), e.g. { kettle = [\"Whistle\"] }")
-        on_threshold: float = param(0.5, gt=0.0, le=1.0, doc="score that opens an event")
-        off_threshold: float = param(0.3, ge=0.0, le=1.0, doc="score below which it closes")
+        on_threshold: float = param(
+            0.5, gt=0.0, le=1.0,
+            doc="score that opens an event. The default model is quantised: a score is one "
+                "of the steps " + STEPS_DOC + ", so a threshold acts as the lowest step at or "
+                "above it (0.5: quantised logit >= 0, a float model's probability >= about "
+                "0.41; 0.55 acts as 0.681; one between steps is warned about at load)")
+        off_threshold: float = param(
+            0.3, ge=0.0, le=1.0,
+            doc="score below which it closes; with smoothing 'hold' / 'mean' compared with "
+                "the moving mean of smoothing_patches scores (between the steps), with "
+                "'max' / 'none' with one score, where it acts as a step (0.3 as 0.319)")
         thresholds: dict = param({}, doc="per-group [on, off] overriding the two above (and "
-                                         "the built-in per-group defaults)")
+                                         "the built-in per-group defaults); the same steps "
+                                         "apply")
         default_thresholds: bool = param(True, doc="apply the built-in per-group thresholds "
                                                    "(DEFAULT_THRESHOLDS: dog 0.3 / 0.15)")
         min_duration_s: float = param(0.0, ge=0.0, le=60.0,
@@ -205,7 +232,9 @@ class SoundEvents(Node):
         emit_scores: bool = param(False, doc="emit SoundScores on the scores port per patch")
         scores_top_k: int = param(5, ge=0, le=NUM_CLASSES,
                                   doc="classes listed in each SoundScores")
-        evidence_dir: str = param("", doc="folder for a WAV clip (+ JSON) per event; '' = off")
+        evidence_dir: str = param("", doc="folder for a WAV clip (+ JSON) per event; '' = off. "
+                                          "Created if missing; one that cannot be created or "
+                                          "written is a graph error")
         pre_roll_s: float = param(2.0, ge=0.0, le=60.0, doc="audio kept before an event's start")
         max_clip_s: float = param(30.0, gt=0.0, le=600.0, doc="longest evidence clip")
         evidence_max_mb: float = param(2048.0, ge=0.0, doc="most MB of this node's clips kept in "
@@ -269,6 +298,11 @@ class SoundEvents(Node):
             if u.scheme not in ("http", "https") or not u.netloc:
                 problems.append(f"webhook_url: must be an http:// or https:// URL, got "
                                 f"{params.webhook_url!r}")
+        if params.evidence_dir:  # refused now, not found at the first event of the run
+            folder = Path(params.evidence_dir).expanduser()
+            why = unwritable_dir(folder)
+            if why:
+                problems.append(f"evidence_dir: cannot save clips in {folder} ({why})")
         return problems
 
     def _check(self) -> list[str]:
@@ -322,6 +356,10 @@ class SoundEvents(Node):
         self._feats = YamnetFeatures(hop_frames)
         self._feats.warmup()
         self._decider = decider_for(p, self._model.class_names, hop_frames)
+        steps = self._model.score_steps()
+        if steps is not None:
+            for msg in thresholds_between_steps(p, steps, self._decider.smoothing):
+                log.warning("%s: %s", self.id, msg)
         self._model.scores(np.zeros(PATCH_SHAPE, np.float32))  # warm the session
         if p.evidence_dir:
             # pre-roll + longest clip + how far a start can lie behind the audio that decides it
@@ -331,6 +369,8 @@ class SoundEvents(Node):
                        + p.min_duration_s + 1.0)
             cap = int(extra_s * SAMPLE_RATE) + delay
             self._ring = HistoryRing(cap)
+            # _check() above refused a folder that cannot be written; one that goes (or a
+            # disk that fills) from now on is reported per clip, never fatal
             try:
                 Path(p.evidence_dir).expanduser().mkdir(parents=True, exist_ok=True)
             except OSError as e:
@@ -685,6 +725,32 @@ def decider_for(params: Any, class_names: list[str], hop_frames: int) -> EventDe
                         params.smoothing, params.smoothing_patches, params.min_duration_s,
                         params.cooldown_s, params.lookback_s, onset_search_s=params.onset_search_s,
                         onset_rise_db=params.onset_rise_db)
+
+
+def thresholds_between_steps(params: Any, steps: np.ndarray, smoothing: str) -> list[str]:
+    """A line for each threshold set in ``params`` (``on_threshold`` / ``off_threshold`` other
+    than their defaults, every entry of ``thresholds``) that falls strictly between two of a
+    quantised model's score ``steps`` (:meth:`YamnetModel.score_steps`) where it is compared
+    with one patch's score: it acts as the step above it. An *on* threshold is (smoothing
+    'hold', 'max' or 'none'); an *off* threshold only with 'max' or 'none' (the 'hold' and
+    'mean' moving means fall between steps). ``smoothing`` as the decider resolved it."""
+    fields = {f.name: f.default for f in dataclasses.fields(params)}
+    given: list[tuple[str, float, bool]] = [
+        (name, getattr(params, name), name == "on_threshold")
+        for name in ("on_threshold", "off_threshold") if getattr(params, name) != fields[name]]
+    th = params.thresholds if isinstance(params.thresholds, dict) else {}
+    for g, (on, off) in th.items():
+        given += [(f"thresholds.{g} on", on, True), (f"thresholds.{g} off", off, False)]
+    out = []
+    for name, value, is_on in given:
+        if smoothing not in (("hold", "max", "none") if is_on else ("max", "none")):
+            continue
+        i = int(np.searchsorted(steps, np.float32(value)))  # first step >= value
+        if 0 < i < len(steps) and steps[i] != np.float32(value):
+            lo, hi = (f"{round(float(v), 4):g}" for v in steps[i - 1:i + 1])
+            out.append(f"{name} = {value:g} lies between the quantised model's score steps "
+                       f"{lo} and {hi} (a score is never between them): it acts as {hi}")
+    return out
 
 
 def _class_hint(name: str, class_names: list[str]) -> str:
