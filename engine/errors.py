@@ -17,11 +17,11 @@ class EngineError(Exception):
 class GraphError(EngineError):
     """A graph file is malformed. ``problems`` lists every problem found, each with its path."""
 
-    def __init__(self, source: str, problems: list[str]):
+    def __init__(self, source: str, problems: list[str], where: str = "in graph file"):
         self.source = source
         self.problems = list(problems)
         n = len(self.problems)
-        head = f"{source}: {n} problem{'s' if n != 1 else ''} in graph file"
+        head = f"{source}: {n} problem{'s' if n != 1 else ''} {where}"
         super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 

@@ -32,6 +32,7 @@ import dataclasses
 import sys
 import types
 import typing
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -379,6 +380,7 @@ def _inputs(raw: Any, label: str, cls: type[Node] | None, problems: list[str]):
 
 def _check_wiring(nodes: list[NodeDecl], ids: dict[str, int], problems: list[str]) -> None:
     by_id = {n.id: n for n in nodes}
+    dup = {nid for nid, k in Counter(n.id for n in nodes).items() if k > 1}
     for n in nodes:
         for port, refs in n.inputs.items():
             for pid, pport in refs:
@@ -388,8 +390,8 @@ def _check_wiring(nodes: list[NodeDecl], ids: dict[str, int], problems: list[str
                                     f"{did_you_mean(pid, ids)}")
                     continue
                 prod = by_id.get(pid)
-                if prod is None:
-                    continue  # its own problem was reported already
+                if prod is None or pid in dup:
+                    continue  # its own problem was reported already (which one is meant?)
                 if pport not in prod.cls.outputs:
                     problems.append(f"{where}: node '{pid}' ({prod.type}) has no output "
                                     f"'{pport}'{did_you_mean(pport, prod.cls.outputs)} "
@@ -418,7 +420,8 @@ def _check_wiring(nodes: list[NodeDecl], ids: dict[str, int], problems: list[str
                     dfs(pid, path + [pid])
         state[nid] = 2
 
-    for nid in by_id:
+    # (with a duplicate id, reported already, which node a reference means is unknown)
+    for nid in by_id if len(by_id) == len(nodes) else ():
         if nid not in state:
             dfs(nid, [nid])
     if len(nodes) == len(ids) and not any(n.cls.is_source for n in nodes):

@@ -385,6 +385,9 @@ def unwritable(path: str | os.PathLike) -> str | None:
     None. Opens nothing, so an existing file is not emptied: sinks check in ``prepare`` and
     create the file when the first data arrives."""
     p = Path(path)
+    blocker = next((q for q in p.parents if q.exists() and not q.is_dir()), None)
+    if blocker is not None:  # mkdir would say "File exists", which misleads
+        return f"{blocker} is a file, not a folder"
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

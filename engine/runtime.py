@@ -305,7 +305,8 @@ class Engine:
             if len(errors) == 1:
                 raise errors[0][1]
             raise GraphError(self.spec.source, [f"nodes[{st.id}] ({st.decl.type}): {e}"
-                                                for st, e in errors])
+                                                for st, e in errors],
+                             "starting the graph (its files, models and devices)")
         self._prepared = True
 
     # ------------------------------------------------------------------ public API

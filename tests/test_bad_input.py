@@ -256,6 +256,17 @@ def test_every_problem_reported_at_once():
     assert len(ei.value.problems) == 5, ei.value.problems
 
 
+def test_a_duplicate_id_is_one_problem_not_a_cascade():
+    """Which of two nodes a reference to a duplicated id means is unknown: the duplicate is
+    reported, not the wiring and cycle problems guessed from it ('cycle: s -> s')."""
+    text = ('[[nodes]]\nid="s"\ntype="source.file"\nparams={path="a.wav"}\n'
+            '[[nodes]]\nid="s"\ntype="dsp.gain"\nin={audio="s.audio"}\n'
+            '[[nodes]]\nid="log"\ntype="sink.events"\nin={events="s.events"}\n')
+    with pytest.raises(GraphError) as ei:
+        parse_graph(text)
+    assert ei.value.problems == ["nodes[s].id: duplicate id 's' (also nodes[0])"]
+
+
 def test_rate_mismatch_names_the_fix(tmp_path):
     wav = tmp_path / "a44.wav"
     sf.write(wav, np.zeros((4410, 1), np.float32), 44100)
@@ -335,13 +346,18 @@ def test_cli_stats_json_unwritable_fails_before_the_run(tmp_path):
     (["run", "{vad}", "--loop"], ["--loop needs --input FILE"]),
     (["run", "{vad}", "--input", "{jfk}", "--output-device", "nosuch"],
      ["--output-device", "plays nothing (it has no sink.speaker node)"]),
+    # a file where the output folder should be: not mkdir's "File exists"
+    (["run", "{vad}", "--input", "{jfk}", "--fast", "--set", "log.path='{blocker}/ev.jsonl'"],
+     ["cannot open event log for writing", "{blocker} is a file, not a folder"]),
 ], ids=["audio-as-graph", "folder-as-graph", "binary-graph", "loop-without-input",
-        "output-device-without-speaker"])
+        "output-device-without-speaker", "file-in-place-of-folder"])
 def test_cli_mistakes_are_named(tmp_path, args, needles):
     binary = tmp_path / "g.toml"
     binary.write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "out").write_text("")
     names = {"jfk": str(shared("speech/jfk.flac")), "graphs": str(REPO / "graphs"),
-             "binary": str(binary), "vad": str(REPO / "graphs" / "vad_monitor.toml")}
+             "binary": str(binary), "vad": str(REPO / "graphs" / "vad_monitor.toml"),
+             "blocker": str(tmp_path / "out")}
     r = run_cli(*[a.format(**names) for a in args])
     assert_clean_error(r, *[n.format(**names) for n in needles])
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import EngineError
-from ..node import EVENTS, AudioSpec, Node, NodeIO, param, register
+from ..node import EVENTS, AudioSpec, Node, NodeIO, param, register, unwritable
 
 
 @register
@@ -49,6 +49,9 @@ class EventsSink(Node):
             self._out = sys.stdout
             return
         p = Path(self.params.path)
+        why = unwritable(p)
+        if why:
+            raise EngineError(f"{p}: cannot open event log for writing: {why}")
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
             self._out = open(p, "a", encoding="utf-8")
