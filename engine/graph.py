@@ -264,8 +264,10 @@ def validate_graph(data: dict, source: str = "<graph>",
                 params = build_params(cls, params_raw, f"{label}.params", found)
                 problems.extend(_mark_overridden(found, nid, overrides.get(nid, {}), origin))
                 if params is not None and hasattr(cls, "validate_params"):
-                    problems.extend(f"{label}.params.{p}" if not p.startswith(label) else p
-                                    for p in cls.validate_params(params))
+                    found = [f"{label}.params.{p}" if not p.startswith(label) else p
+                             for p in cls.validate_params(params)]
+                    problems.extend(_mark_overridden(found, nid, overrides.get(nid, {}),
+                                                     origin))
         inputs = _inputs(raw.get("in", {}), label, cls, problems)
         thread = raw.get("thread", cls.thread if cls else "dsp")
         if thread not in ("dsp", "worker"):

@@ -349,15 +349,20 @@ def test_cli_stats_json_unwritable_fails_before_the_run(tmp_path):
     # a file where the output folder should be: not mkdir's "File exists"
     (["run", "{vad}", "--input", "{jfk}", "--fast", "--set", "log.path='{blocker}/ev.jsonl'"],
      ["cannot open event log for writing", "{blocker} is a file, not a folder"]),
+    # a node's own checks (validate_params) say the fix and where the value came from
+    (["run", "{captions}", "--input", "{jfk}", "--fast", "--set", "asr.language=de"],
+     ["is English-only, got language = 'de'", 'model = "whisper-base"',
+      "(from --set asr.language)"]),
 ], ids=["audio-as-graph", "folder-as-graph", "binary-graph", "loop-without-input",
-        "output-device-without-speaker", "file-in-place-of-folder"])
+        "output-device-without-speaker", "file-in-place-of-folder", "language-of-an-en-model"])
 def test_cli_mistakes_are_named(tmp_path, args, needles):
     binary = tmp_path / "g.toml"
     binary.write_bytes(bytes(range(256)) * 4)
     (tmp_path / "out").write_text("")
     names = {"jfk": str(shared("speech/jfk.flac")), "graphs": str(REPO / "graphs"),
              "binary": str(binary), "vad": str(REPO / "graphs" / "vad_monitor.toml"),
-             "blocker": str(tmp_path / "out")}
+             "blocker": str(tmp_path / "out"),
+             "captions": str(REPO / "graphs" / "live_captions.toml")}
     r = run_cli(*[a.format(**names) for a in args])
     assert_clean_error(r, *[n.format(**names) for n in needles])
 

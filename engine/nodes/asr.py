@@ -267,7 +267,9 @@ class WhisperAsr(Node):
                     f"`audio-engine models fetch {p.model}` (or `make models`)"]
         tokens = json.loads((folder / "whisper.json").read_text())["tokens"]
         if not tokens["multilingual"] and p.language not in ("en", "auto"):
-            return [f"language: '{p.model}' is English-only, got language = '{p.language}'"]
+            return [f"language: '{p.model}' is English-only, got language = '{p.language}'; "
+                    "use a multilingual model: model = \"whisper-base\" (audio-engine models "
+                    "fetch whisper-base)"]
         langs = dict(tokens["languages"]) if tokens["multilingual"] else {}
         if langs and p.language != "auto" and p.language not in langs:
             return [f"language: '{p.language}'{did_you_mean(p.language, langs)} is not a "
