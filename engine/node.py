@@ -195,6 +195,9 @@ class Node:
     #: False when the run goes as fast as it can, not at the audio's pace (set by the runtime
     #: before ``prepare``; a speaker then plays nothing)
     engine_realtime: bool = True
+    #: what this run is, for logs (set by the runtime before ``prepare``): ``{"graph": its
+    #: file, "sources": {node id: what it reads, e.g. a file's path or "microphone default"}}``
+    engine_session: dict[str, Any] | None = None
 
     @dataclass(frozen=True)
     class Params:
@@ -380,14 +383,20 @@ def require_rate(node_id: str, port: str, spec: AudioSpec, rates, producer: str 
     )
 
 
+def _file_in_the_way(p: Path) -> str:
+    """"F is a file, not a folder" for the first of ``p``'s parents that is a file, or ""."""
+    blocker = next((q for q in p.parents if q.exists() and not q.is_dir()), None)
+    return f"{blocker} is a file, not a folder" if blocker is not None else ""
+
+
 def unwritable(path: str | os.PathLike) -> str | None:
     """Why a file at ``path`` could not be written (its folder is created if missing), or
     None. Opens nothing, so an existing file is not emptied: sinks check in ``prepare`` and
     create the file when the first data arrives."""
     p = Path(path)
-    blocker = next((q for q in p.parents if q.exists() and not q.is_dir()), None)
-    if blocker is not None:  # mkdir would say "File exists", which misleads
-        return f"{blocker} is a file, not a folder"
+    blocker = _file_in_the_way(p)
+    if blocker:  # mkdir would say "File exists", which misleads
+        return blocker
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -408,6 +417,9 @@ def unwritable_dir(path: str | os.PathLike) -> str | None:
     p = Path(path)
     if p.exists() and not p.is_dir():
         return "a file, not a folder"
+    blocker = _file_in_the_way(p)
+    if blocker:
+        return blocker
     made = [q for q in (p, *p.parents) if not q.exists() and not q.is_symlink()]
     try:
         p.mkdir(parents=True, exist_ok=True)

@@ -290,8 +290,12 @@ class Engine:
         if getattr(self, "_prepared", False):
             return
         errors: list[tuple[_NodeState, EngineError]] = []
+        session = {"graph": self.spec.source, "sources": {
+            n.id: _describe_source(n) for n in self.spec.nodes
+            if n.cls.is_source and n.cls.holds_run}}
         for st in self._states:
             st.node.engine_realtime = self.realtime
+            st.node.engine_session = session
             try:
                 st.node.prepare(st.specs)
             except EngineError as e:
@@ -989,6 +993,16 @@ class Engine:
             "events": dict(self.event_counts),
             "latency": lat,
         }
+
+
+def _describe_source(n: Any) -> str:
+    """What a source node reads, in a few words (for logs): a file's path, a device, a feed."""
+    path = getattr(n.params, "path", None)
+    if path:
+        return str(path)
+    device = getattr(n.params, "device", None)
+    kind = n.type.split(".", 1)[-1]
+    return f"{kind} {device}" if device is not None else kind
 
 
 def process(graph: str | Path | GraphSpec, audio: Any, rate: int | None = None,

@@ -564,6 +564,22 @@ def test_event_log_marks_each_session(tmp_path, monkeypatch):
     assert len(first) == len(second) == 8  # 4 speech segments, started + stopped
     assert [d["sample"] for d in first] == [d["sample"] for d in second]
     assert lines[0]["started_at"].endswith("+00:00")
+    # which graph, listening to what (a monitor's log outlives the terminal that started it)
+    assert lines[0]["graph"] == str(REPO / "graphs" / "vad_monitor.toml")
+    assert lines[0]["sources"] == {"mic": str(shared("speech/jfk.flac"))}
+
+    # a run that fails to start leaves no session.started behind (there was no session)
+    from engine.errors import EngineError
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    spec = load_graph(REPO / "graphs" / "live_captions.toml",
+                      {"log": {"path": "out/vad_events.jsonl"},
+                       "subtitles": {"srt": str(blocker / "x.srt")}})
+    with pytest.raises(EngineError, match="is a file, not a folder"):
+        Engine(spec, input=shared("speech/jfk.flac"), realtime=False).run()
+    after = (tmp_path / "out/vad_events.jsonl").read_text().splitlines()
+    assert len(after) == len(lines)
 
 
 # ------------------------------------------------------------------ extending: your own nodes

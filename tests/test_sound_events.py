@@ -726,14 +726,16 @@ def test_evidence_dir_that_cannot_be_written_is_a_graph_error(tmp_path):
     text = (REPO / "graphs" / "sound_monitor.toml").read_text()
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("a file where a folder should be")
-    bad = [(blocker / "clips", "Not a directory"), (blocker, "a file, not a folder")]
+    bad = [(blocker / "clips", f"{blocker} is a file, not a folder"),
+           (blocker, "a file, not a folder")]
     if Path("/proc/self").is_dir():
         bad.append((Path("/proc/evid"), "No such file or directory"))  # even for root
     for folder, why in bad:
         with pytest.raises(GraphError) as e:
             parse_graph(text, "sound_monitor.toml", {"monitor": {"evidence_dir": str(folder)}})
-        assert (f"nodes[monitor].params.evidence_dir: cannot save clips in {folder} ({why})"
-                in e.value.problems), e.value.problems
+        assert e.value.problems == [
+            f"nodes[monitor].params.evidence_dir: cannot save clips in {folder} ({why}) "
+            "(from params['monitor']['evidence_dir'])"], e.value.problems
     good = tmp_path / "a" / "b"
     parse_graph(text, "sound_monitor.toml", {"monitor": {"evidence_dir": str(good)}})
     assert not (tmp_path / "a").exists()

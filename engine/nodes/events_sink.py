@@ -39,28 +39,33 @@ class EventsSink(Node):
     def __init__(self, node_id: str, params: Params):
         super().__init__(node_id, params)
         self._out: TextIO | None = None
+        self._failed = False  # the file could not be opened (reported once)
+        self._started_at = ""
         self.written = 0
 
     def negotiate(self, inputs: dict[str, AudioSpec]) -> dict[str, AudioSpec]:
         return {}
 
     def prepare(self, specs: dict[str, AudioSpec]) -> None:
+        self._started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         if self.params.path == "-":
             self._out = sys.stdout
             return
+        why = unwritable(self.params.path)  # the file is opened when the stream runs, so a
+        if why:  # graph that fails to start leaves no line behind
+            raise EngineError(f"{self.params.path}: cannot open event log for writing: {why}")
+
+    def _open(self) -> TextIO:
+        """The log file, opened for appending, with a ``session.started`` line first that says
+        when, which graph and what it listened to. Raises OSError."""
         p = Path(self.params.path)
-        why = unwritable(p)
-        if why:
-            raise EngineError(f"{p}: cannot open event log for writing: {why}")
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            self._out = open(p, "a", encoding="utf-8")
-        except OSError as e:
-            raise EngineError(f"{p}: cannot open event log for writing: {e.strerror}") from None
-        started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        self._out.write(json.dumps({"type": "session.started", "time_s": 0.0, "sample": 0,
-                                    "node": self.id, "started_at": started}) + "\n")
-        self._out.flush()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        out = open(p, "a", encoding="utf-8")
+        out.write(json.dumps({"type": "session.started", "time_s": 0.0, "sample": 0,
+                              "node": self.id, "started_at": self._started_at,
+                              **(self.engine_session or {})}, ensure_ascii=False) + "\n")
+        out.flush()
+        return out
 
     def _wanted(self, t: str) -> bool:
         p = self.params
@@ -68,9 +73,16 @@ class EventsSink(Node):
             not any(fnmatch.fnmatchcase(t, pat) for pat in p.exclude)
 
     def process(self, io: NodeIO) -> None:
+        if self._out is None:
+            if self._failed:
+                return
+            try:
+                self._out = self._open()
+            except OSError as e:  # (checked in prepare: the folder went away since)
+                self._failed = True  # reported once, as the node's error; the run goes on
+                raise EngineError(f"{self.params.path}: cannot open event log for writing: "
+                                  f"{e.strerror or e}") from None
         out = self._out
-        if out is None:
-            return
         n = 0
         for ev in io.events("events"):
             if self._wanted(ev.type):
@@ -79,6 +91,9 @@ class EventsSink(Node):
         if n:
             out.flush()
             self.written += n
+
+    def flush(self, io: NodeIO) -> None:
+        self.process(io)  # a run without events still leaves its session.started line
 
     def close(self) -> None:
         if self._out is not None and self._out is not sys.stdout:
