@@ -30,7 +30,7 @@ def describe(ev: Event) -> str:
             v = "; ".join(f"{a[0]} ({a[1]:.2f})" if isinstance(a, list) and len(a) == 2 and
                           isinstance(a[1], float) else str(a) for a in v[:3])
         fields.append(f"{k}={v}")
-    return f"[{clock(ev.time_s):>11}] {ev.type:<20} {ev.node:<10} " + " ".join(fields)
+    return f"[{clock(ev.time_s)}] {ev.type:<20} {ev.node:<10} " + " ".join(fields)
 
 
 @register
