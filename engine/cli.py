@@ -424,6 +424,13 @@ def _device_notice(ev: Any) -> None:
     elif ev.kind == "recovered":
         CONSOLE.line(f"{ev.node}: the audio device is back at {ev.time_s:.1f} s "
                      f"({ev.count / ev.sample_rate:.1f} s of audio lost)")
+    elif ev.kind == "input_dropped":
+        CONSOLE.line(f"{ev.node}: the graph fell behind real time at {ev.time_s:.1f} s: "
+                     f"{ev.count / ev.sample_rate:.1f} s of input dropped so far (a node too "
+                     "slow for real time? see the cpu figures)")
+    elif ev.kind == "input_overflow":
+        CONSOLE.line(f"{ev.node}: the input overflowed at {ev.time_s:.1f} s ({ev.count}x so "
+                     "far): the audio callback ran late (machine busy?)")
     elif ev.kind in ("output_underflow", "output_dropped"):
         what = ("played silence: audio came too late" if ev.kind == "output_underflow"
                 else f"dropped audio it could not play ({ev.count / ev.sample_rate:.1f} s so far)")
@@ -482,6 +489,7 @@ class _LiveView:
         loads = []
         xruns = 0
         lost = []
+        dropped = 0.0  # seconds of input a source's ring lost: the graph is behind real time
         elapsed = max(time.monotonic() - eng._t_start, 1e-3) if eng._t_start else 1e-3
         for st in eng._states:
             busy = st.timing.total / elapsed  # share of one core since the start
@@ -497,11 +505,17 @@ class _LiveView:
             xruns += getattr(st.node, "reopens", 0) + getattr(st.node, "_stalled", False)
             if getattr(st.node, "_stalled", False):
                 lost.append(st.id)
+            ring = getattr(st.node, "ring", None)
+            rate = getattr(st.node.params, "sample_rate", 0)
+            if st.node.is_source and ring is not None and ring.overflows and rate:
+                dropped += ring.overflows / rate
         last = next((e for e in reversed(eng.recent_events)
                      if e.type != "transcript.partial"), None)
         ev = f" | last: {last.type} @{last.time_s:.1f}s" if last else ""
         if lost:
             ev = f" | {', '.join(lost)}: device lost, reopening" + ev
+        if dropped:
+            ev = f" | BEHIND: {dropped:.1f} s of input dropped" + ev
         loads.sort(key=lambda b: -b[0])  # the busiest (the recogniser) first
         # most useful first: a narrow terminal cuts the end of the line
         return (f"{eng.audio_seconds:7.1f}s  in [{meter}] {db:5.0f} dB | cpu "
@@ -541,6 +555,9 @@ def _summary(stats: dict[str, Any]) -> str:
             extra += f", {n['dropped_frames'] / rate:.1f} s of output dropped"
         if n.get("frames_over_max_s"):  # sink.array
             extra += f", {n['frames_over_max_s']} frames past max_s not kept"
+        if n.get("ring_overflow_frames"):  # the graph could not keep up with the device
+            extra += (f", {n['ring_overflow_frames'] / rate:.1f} s of input dropped (the graph "
+                      "fell behind real time)")
         if n.get("late_deliveries") and "granted_rate" in n:  # a device, not a feed
             why = "including the device loss" if n.get("reopens") else "machine busy?"
             extra += (f", audio arrived late {n['late_deliveries']}x (longest gap "

@@ -7,10 +7,12 @@ plays a file through ``sink.speaker`` while ``parec`` records the monitor.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -20,6 +22,7 @@ import soundfile as sf
 from onnx import TensorProto, helper
 
 from engine.graph import parse_graph
+from engine.node import AUDIO, Node, NodeIO, register
 from engine.runtime import Engine
 
 from .conftest import REPO, Player, Recorder, best_alignment, load_mono, shared
@@ -145,6 +148,58 @@ class _BusyInference:
     def stop(self):
         self._stop.set()
         self.t.join(5)
+
+
+@register
+class _TooSlow(Node):
+    """Test-only node type: takes 20 ms for every call (each 10 ms of audio), so a live graph
+    falls behind real time by half a second per second."""
+
+    type_name = "test.too_slow"
+    inputs = {"audio": AUDIO}
+    outputs = {"audio": AUDIO}
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def negotiate(self, inputs):
+        return {"audio": inputs["audio"]}
+
+    def process(self, io: NodeIO) -> None:
+        time.sleep(0.02)
+        x = io.audio("audio")
+        io.out("audio")[: len(x)] = x
+        io.produced("audio", len(x))
+
+
+def test_a_graph_too_slow_for_real_time_says_it_drops_input(pulse, tmp_path, monkeypatch):
+    """A node too slow for real time makes the microphone's ring overflow: that audio is lost,
+    and the user is told (an ``engine.xrun`` of kind ``input_dropped``, the CLI's notice, the
+    summary), where it was silent before: the run said nothing, exit 0, 0.3x real time."""
+    from engine.cli import _device_notice, _summary
+    from engine.console import CONSOLE
+    from engine.nodes.microphone import Microphone
+
+    monkeypatch.setattr(Microphone, "ring_seconds", 0.3)  # full after 0.6 s behind, not 20 s
+    spec = parse_graph(MIC_GRAPH.format(backend="sounddevice", path=tmp_path / "x.wav")
+                       .replace('in = { audio = "mic.audio" }', 'in = { audio = "slow.audio" }')
+                       + '[[nodes]]\nid = "slow"\ntype = "test.too_slow"\n'
+                         'in = { audio = "mic.audio" }\n')
+    eng = Engine(spec)
+    xruns: list = []
+    eng.on("engine.xrun", xruns.append)
+    with eng:
+        time.sleep(3.0)
+    dropped = [e for e in xruns if e.kind == "input_dropped"]
+    assert dropped and dropped[0].node == "mic", xruns
+    stats = eng.stats()
+    assert stats["nodes"]["mic"]["ring_overflow_frames"] > 0.1 * 48000, stats["nodes"]["mic"]
+    assert "s of input dropped (the graph fell behind real time)" in _summary(stats)
+    shown = io.StringIO()
+    monkeypatch.setattr(CONSOLE, "stream", shown)
+    _device_notice(dropped[0])
+    assert "mic: the graph fell behind real time at" in shown.getvalue()
 
 
 def test_callback_budget_under_inference_load(pulse, tmp_path):

@@ -54,6 +54,8 @@ class Microphone(DeviceStream, LiveSource):
         self.stream = None
         self._stalled = False
         self._overflows_reported = 0
+        self._dropped_reported = 0  # ring overflow frames when last reported
+        self._dropped_at = -(1 << 62)  # audio position of that report
         self._stall_reported = False
         self._stall_zero = 0  # zero_filled when the stall began
 
@@ -105,6 +107,15 @@ class Microphone(DeviceStream, LiveSource):
                                            self.id, kind="input_overflow",
                                            count=s.input_overflows))
             self._overflows_reported = s.input_overflows
+        # the graph fell behind real time and the ring overflowed: audio lost without a device
+        # error (a node too slow); said when it starts, then at most every 5 s of audio
+        dropped = self.ring.overflows if self.ring is not None else 0
+        pos = io.start.get("audio", 0)
+        again = pos - self._dropped_at >= 5 * self.params.sample_rate
+        if dropped > self._dropped_reported and (not self._dropped_reported or again):
+            io.emit("status", StreamStatus(pos, self.params.sample_rate, self.id,
+                                           kind="input_dropped", count=dropped))
+            self._dropped_reported, self._dropped_at = dropped, pos
         if self._stalled and not self._stall_reported:
             self._stall_reported = True
             io.emit("status", StreamStatus(io.start.get("audio", 0), self.params.sample_rate,
