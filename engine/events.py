@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Event:
@@ -37,9 +39,15 @@ class Event:
                 continue
             v = getattr(self, f.name)
             if isinstance(v, tuple):
-                v = [list(x) if isinstance(x, tuple) else x for x in v]
-            d[f.name] = v
+                v = [[_plain(y) for y in x] if isinstance(x, tuple) else _plain(x) for x in v]
+            d[f.name] = _plain(v)
         return d
+
+
+def _plain(v: Any) -> Any:
+    """A NumPy scalar (``np.float32(0.15)`` from a node's arithmetic) as the Python number it
+    holds, so JSON gets ``0.15``, not the string ``"0.15"``; anything else unchanged."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 @dataclass(frozen=True)

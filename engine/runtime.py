@@ -328,6 +328,12 @@ class Engine:
         once there); it must not wait for a thread that is itself waiting in :meth:`stop`.
         A pattern that matches no known event type is logged as a warning (a typo such as
         ``"transcript.finals"`` would otherwise never fire)."""
+        if not isinstance(pattern, str) or not pattern:
+            raise TypeError(f"Engine.on(pattern, callback): pattern is an event type or a "
+                            f"pattern such as 'vad.*' or '*', got {pattern!r}")
+        if not callable(callback):
+            raise TypeError(f"Engine.on({pattern!r}, callback): callback must be callable "
+                            f"(a function taking the event), got {callback!r}")
         known = known_event_types()
         if not any(fnmatch.fnmatchcase(t, pattern) for t in known):
             from .node import did_you_mean
@@ -365,7 +371,8 @@ class Engine:
         the same for the whole stream. More channels than a mono graph expects are averaged.
         Waits while the feed's 30 s buffer is full, so nothing pushed is lost. Returns the
         frames accepted at the graph's rate (fewer only if the engine stopped meanwhile).
-        Raises :class:`EngineError` on misuse (not started, already ended, wrong shape)."""
+        Raises :class:`EngineError` on misuse (not started, already ended, wrong shape, NaN or
+        infinite samples)."""
         src = self._feed_source()
         if not self._started:
             raise EngineError("feed() before start(): start the engine first")
@@ -414,6 +421,10 @@ class Engine:
             raise EngineError(f"{who} got shape {x.shape}: frames come first (frames x "
                               f"channels); pass the transposed array (x.T)")
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x).all():  # models would take them in (a lost turn), a speaker
+            bad = int(x.size - np.count_nonzero(np.isfinite(x)))  # would play full-scale noise
+            raise EngineError(f"{who} got NaN or infinite samples ({bad} of {x.size}): "
+                              "nothing of this array was taken; np.nan_to_num(x) replaces them")
         if len(x) and not self._warned_scale:
             peak = float(np.max(np.abs(x)))
             if peak > 2.0 and np.isfinite(peak):
@@ -458,9 +469,6 @@ class Engine:
 
         ch = int(pb.params.channels)
         x = self._as_frames(audio, ch, "play()")
-        if not np.isfinite(x).all():  # a speaker would play them as full-scale noise
-            raise EngineError("play() got NaN or infinite samples: check the TTS's output "
-                              "(np.nan_to_num(x) replaces them)")
         if x.shape[1] != ch and not (x.shape[1] == 1 or ch == 1):
             raise EngineError(f"play() got {x.shape[1]} channels; '{pb.id}' plays {ch} "
                               f"(mono clips are copied to every channel)")

@@ -252,12 +252,39 @@ def test_feed_misuse_is_refused_clearly(tmp_path, monkeypatch):
     eng.start()
     with pytest.raises(EngineError, match="float or integer"):
         eng.feed(np.array(["a", "b"]))
+    # NaN would reach the models (one in the first 0.1 s lost a whole turn to '!!!!!!')
+    bad = np.zeros(4800, np.float32)
+    bad[[10, 20]] = np.nan, np.inf
+    with pytest.raises(EngineError, match=r"NaN or infinite samples \(2 of 4800\): nothing"):
+        eng.feed(bad)
     eng.feed(np.zeros(4800, np.float32))
     eng.end_feed()
     with pytest.raises(EngineError, match=r"after end_feed\(\)"):
         eng.feed(np.zeros(480, np.float32))
     assert eng.wait(30)
     eng.stop()
+
+
+def test_numpy_numbers_in_events_are_json_numbers():
+    """A node's event fields often come out of NumPy arithmetic (np.float32): sink.events and
+    the web API wrote them as strings ("peak": "0.14601727")."""
+    from engine.events import SoundEventStarted
+
+    ev = SoundEventStarted(np.int64(160), 16000, "m", group="dog", score=np.float32(0.5),
+                           top_classes=(("Dog", np.float32(0.25)),))
+    assert json.loads(json.dumps(ev.to_dict(), default=str)) == {
+        "type": "sound.started", "time_s": 0.01, "sample": 160, "sample_rate": 16000,
+        "node": "m", "group": "dog", "score": 0.5, "top_classes": [["Dog", 0.25]]}
+
+
+def test_subscribing_checks_its_arguments(tmp_path):
+    """A callback that is not callable was accepted and then logged a TypeError on every
+    event; a pattern that is not a string failed with len() of None."""
+    eng = Engine.from_file(REPO / "graphs" / "vad_monitor.toml", input="feed")
+    with pytest.raises(TypeError, match="callback must be callable"):
+        eng.on("vad.*", 42)
+    with pytest.raises(TypeError, match="pattern is an event type or a pattern"):
+        eng.on(None, print)
 
 
 def test_bounded_memory_over_ten_minutes(tmp_path):
