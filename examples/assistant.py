@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import queue
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +33,17 @@ from engine.events import Event
 from engine.runtime import Engine
 
 REPO = Path(__file__).resolve().parent.parent
+
+_SAY = threading.Lock()
+
+
+def say(*parts: object) -> None:
+    """print() for the callbacks' thread and the main thread at once: whole lines, never
+    two interleaved."""
+    with _SAY:
+        print(*parts, flush=True)
+
+
 GRAPH = REPO / "graphs" / "assistant.toml"
 REPLY = REPO.parent / "shared" / "data" / "speech" / "ljspeech__LJ001-0002.wav"
 
@@ -67,7 +79,7 @@ def main() -> int:
             turns.put(ev)
 
     def on_segment(ev: Event) -> None:  # the turn's audio, e.g. for a speaker check
-        print(f"      turn audio: {ev.duration_s:.2f} s at {ev.sample_rate} Hz")
+        say(f"      turn audio: {ev.duration_s:.2f} s at {ev.sample_rate} Hz")
 
     def on_speech(ev: Event) -> None:  # barge-in (never during a reply in half duplex)
         spoke[0] += 1
@@ -76,8 +88,8 @@ def main() -> int:
     eng.on("transcript.final", on_final)
     eng.on("speech.segment", on_segment)
     eng.on("vad.speech_started", on_speech)
-    eng.on("playback.*", lambda ev: print(f"      {ev.type} at {ev.time_s:.2f} s"))
-    print("listening (Ctrl-C to stop)")
+    eng.on("playback.*", lambda ev: say(f"      {ev.type} at {ev.time_s:.2f} s"))
+    say("listening (Ctrl-C to stop)")
     done = 0
     t_end = time.monotonic() + a.duration if a.duration else float("inf")
     with eng:  # leaving the block (Ctrl-C included) stops the engine and drains it
@@ -89,23 +101,23 @@ def main() -> int:
                     continue
                 ended = eng.wall_time_of(ev.speech_end_sample / ev.sample_rate)
                 late = time.monotonic() - ended if ended else float("nan")
-                print(f"user: {ev.text}   ({late:.2f} s after they stopped)")
+                say(f"user: {ev.text}   ({late:.2f} s after they stopped)")
                 asked = spoke[0]
                 time.sleep(a.think_s)  # ... an LLM, a TTS: on this thread, not in a callback
                 if spoke[0] != asked:  # they spoke again meanwhile: answer that instead
-                    print("      (reply dropped: the user went on)")
+                    say("      (reply dropped: the user went on)")
                     continue
                 try:
                     eng.play(reply, rate=reply_rate)
                 except EngineError as e:  # the engine ended while we were thinking
-                    print(f"      (no reply: {e})")
+                    say(f"      (no reply: {e})")
                     break
                 done += 1
         except KeyboardInterrupt:
-            print("\nstopping")
+            say("\nstopping")
     st = eng.stats()
     mic, spk = st["nodes"]["mic"], st["nodes"]["speaker"]
-    print(f"{done} replies; final latency {st['latency'].get('transcript.final', {})}; "
+    say(f"{done} replies; final latency {st['latency'].get('transcript.final', {})}; "
           f"mic overflows {mic.get('input_overflows')}, speaker underflows "
           f"{spk.get('output_underflows')}, skipped {spk.get('skipped_frames')}")
     return 0

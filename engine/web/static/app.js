@@ -39,17 +39,22 @@
     if (!tl) return;
     tl.textContent = "";
     const t0 = Math.max(0, audioNow - TIMELINE_S);
+    const lanes = [];  // one row per group, so overlapping events of two groups stay legible
     for (const s of sounds) {
       const end = s.end === null ? audioNow : s.end;
       if (end < t0) continue;
+      let lane = lanes.indexOf(s.group);
+      if (lane < 0) { lanes.push(s.group); lane = lanes.length - 1; }
       const el = document.createElement("div");
       el.className = "ev";
+      el.style.top = (0.2 + 1.8 * lane) + "em";
       el.style.left = (100 * (Math.max(s.start, t0) - t0) / TIMELINE_S) + "%";
       el.style.width = (100 * (end - Math.max(s.start, t0)) / TIMELINE_S) + "%";
       el.textContent = s.group;
       el.title = s.group + " " + s.start.toFixed(1) + " s";
       tl.appendChild(el);
     }
+    tl.style.height = (0.4 + 1.8 * Math.max(1, lanes.length)) + "em";
   }
 
   function onEvent(ev) {
@@ -127,7 +132,7 @@
         });
       }
       $("status").textContent = `${s.audio_seconds.toFixed(1)} s audio, ` +
-        `${s.speed}x real time, ${s.web.clients} viewers` +
+        `${s.speed}x real time, ${s.web.clients} viewer${s.web.clients === 1 ? "" : "s"}` +
         (s.web.feed ? `, ingest ${s.web.ingest_active ? "active" : "idle"}` : "");
     } catch (e) { /* server gone: the WebSocket shows it */ }
   }
