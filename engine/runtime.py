@@ -523,7 +523,9 @@ class Engine:
 
     def start(self) -> Engine:
         """Load the models (if :meth:`prepare` has not), start the threads and the sources.
-        An engine runs once: after it has ended, create a new one for the next stream."""
+        Calling it again while the engine runs does nothing (so ``with eng:`` after
+        ``eng.start()`` is fine). An engine runs once: after it has ended, create a new one
+        for the next stream."""
         if self._done.is_set():
             raise EngineError("this Engine has already run and stopped; an Engine runs once: "
                               "create a new one (Engine.from_file(...)) for the next stream")
