@@ -695,6 +695,10 @@ class Engine:
             st.errors += 1
             if st.node.is_source:
                 st.node.finished = True  # a broken source ends
+            if st.errors == 1:  # once per node, so that its author finds the failing line
+                log.warning("nodes[%s] (%s): first error, traceback follows (later ones are "
+                            "counted and reported as engine.node_error)", st.id, st.decl.type,
+                            exc_info=e)
             if st.errors <= 3 or st.errors % 100 == 0:
                 # where in the stream: the block's position on its first input's clock (a
                 # source's: its output's)

@@ -1,0 +1,132 @@
+"""Writing your own node types: what a plugin author is told when a node is wrong (tracebacks,
+plugin imports, forgotten io.produced, bad negotiate results and params, unknown ports and
+types), and the test helpers ``make_node`` / ``run_node``."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+
+from engine.events import Event
+from engine.graph import parse_graph
+from engine.node import AUDIO, Node, NodeIO, param, register
+from engine.runtime import Engine
+
+from .conftest import REPO
+
+SR = 16000
+
+
+class _Pass(Node):
+    """Passes its audio through (the base of the nodes below)."""
+
+    type_name = "authoring.pass"
+    inputs = {"audio": AUDIO}
+    outputs = {"audio": AUDIO}
+
+    @dataclass(frozen=True)
+    class Params:
+        level: float = param(1.0, ge=0, le=2)
+
+    def negotiate(self, inputs):
+        return {"audio": inputs["audio"]}
+
+    def process(self, io: NodeIO) -> None:
+        x = io.audio("audio")
+        io.out("audio")[: len(x)] = x
+        io.produced("audio", len(x))
+
+
+@register
+class _Raises(_Pass):
+    type_name = "authoring.raises"
+
+    def process(self, io: NodeIO) -> None:
+        raise ValueError(f"boom at {io.start['audio']}")
+
+
+def _graph(tmp_path, node_type: str, seconds: float = 1.0, port: str = "audio"):
+    wav = tmp_path / "in.wav"
+    sf.write(wav, np.full(int(SR * seconds), 0.1, np.float32), SR)
+    return parse_graph(f"""
+[[nodes]]
+id = "src"
+type = "source.file"
+params = {{ path = "{wav}" }}
+[[nodes]]
+id = "b"
+type = "{node_type}"
+in = {{ audio = "src.audio" }}
+[[nodes]]
+id = "out"
+type = "sink.array"
+in = {{ audio = "b.{port}" }}
+""")
+
+
+def _tone(seconds: float = 0.5) -> np.ndarray:
+    return np.full(int(SR * seconds), 0.1, np.float32)
+
+
+# ------------------------------------------------------------------ 1. tracebacks
+
+
+def test_first_error_of_a_node_is_logged_with_its_traceback(tmp_path, caplog):
+    eng = Engine(_graph(tmp_path, "authoring.raises"), realtime=False)
+    errors: list[Event] = []
+    eng.on("engine.node_error", errors.append)
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        eng.run()
+    assert len(errors) >= 3  # the events as before
+    firsts = [r for r in caplog.records if "first error" in r.getMessage()]
+    assert len(firsts) == 1, caplog.text  # once per node, not per error
+    rec = firsts[0]
+    assert rec.getMessage().startswith("nodes[b] (authoring.raises): first error, traceback")
+    assert rec.exc_info and rec.exc_info[0] is ValueError
+    assert 'raise ValueError(f"boom at' in caplog.text  # the failing line
+
+
+def test_cli_prints_the_traceback_of_a_plugins_first_error(tmp_path):
+    plugin = tmp_path / "bad.py"
+    plugin.write_text(inspect.cleandoc('''
+        from dataclasses import dataclass
+        from engine.node import AUDIO, Node, register
+
+        @register
+        class Bad(Node):
+            type_name = "bad.raises"
+            inputs = {"audio": AUDIO}
+            outputs = {"audio": AUDIO}
+
+            @dataclass(frozen=True)
+            class Params:
+                pass
+
+            def negotiate(self, inputs):
+                return {"audio": inputs["audio"]}
+
+            def process(self, io):
+                raise ValueError("boom")  # the line to find
+        '''))
+    wav = tmp_path / "in.wav"
+    sf.write(wav, _tone(), SR)
+    g = tmp_path / "g.toml"
+    g.write_text(f'[[nodes]]\nid="src"\ntype="source.file"\nparams={{path="{wav}"}}\n'
+                 '[[nodes]]\nid="b"\ntype="bad.raises"\nin={audio="src.audio"}\n'
+                 '[[nodes]]\nid="out"\ntype="sink.array"\nin={audio="b.audio"}\n')
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(g), "--plugin",
+                        str(plugin), "--fast"], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 3, r.stderr  # finished with node errors
+    assert "warning: nodes[b] (bad.raises): first error, traceback follows" in r.stderr
+    assert "Traceback (most recent call last)" in r.stderr
+    assert 'raise ValueError("boom")  # the line to find' in r.stderr, r.stderr
+    assert r.stderr.count("Traceback") == 1
+    assert "produced none" not in r.stderr  # its errors say enough
