@@ -358,10 +358,12 @@ def load_plugin(spec: str) -> None:
             importlib.import_module(spec)
     except EngineError:
         raise
-    except ModuleNotFoundError as e:
-        raise EngineError(f"--plugin {spec}: {e} (give a module on sys.path or a .py file)")\
-            from None
     except Exception as e:  # noqa: BLE001 - the author's bug, shown as one line
+        missing = (e.name or "") if isinstance(e, ModuleNotFoundError) else ""
+        if missing and not path.exists() and (spec == missing or spec.startswith(missing + ".")):
+            raise EngineError(f"--plugin {spec}: {e} (give a module on sys.path or a .py "
+                              "file)") from None
+        # found, but it raised (an import of its own included)
         raise EngineError(f"--plugin {spec}: importing it raised {type(e).__name__}: {e}")\
             from None
 

@@ -12,11 +12,13 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 import soundfile as sf
 
+from engine.errors import EngineError
 from engine.events import Event
 from engine.graph import parse_graph
-from engine.node import AUDIO, Node, NodeIO, param, register
+from engine.node import AUDIO, Node, NodeIO, load_plugin, param, register
 from engine.runtime import Engine
 
 from .conftest import REPO
@@ -130,3 +132,19 @@ def test_cli_prints_the_traceback_of_a_plugins_first_error(tmp_path):
     assert 'raise ValueError("boom")  # the line to find' in r.stderr, r.stderr
     assert r.stderr.count("Traceback") == 1
     assert "produced none" not in r.stderr  # its errors say enough
+
+
+# ------------------------------------------------------------------ 2. plugin imports
+
+
+def test_plugin_whose_own_import_fails_is_not_called_missing(tmp_path, monkeypatch):
+    (tmp_path / "imp.py").write_text("import nonexistent_pkg_xyz  # noqa\n")
+    want = "importing it raised ModuleNotFoundError: No module named 'nonexistent_pkg_xyz'"
+    for spec in (str(tmp_path / "imp.py"), "imp"):  # a file, and a module on sys.path
+        monkeypatch.syspath_prepend(str(tmp_path))
+        with pytest.raises(EngineError) as ei:
+            load_plugin(spec)
+        assert want in str(ei.value) and "give a module on sys.path" not in str(ei.value)
+    for spec in ("no_such_module_xyz", "no_such_module_xyz.nodes"):  # itself missing: the hint
+        with pytest.raises(EngineError, match="give a module on sys.path or a .py file"):
+            load_plugin(spec)
