@@ -242,7 +242,7 @@ def validate_graph(data: dict, source: str = "<graph>",
         if not isinstance(t, str):
             problems.append(f"{label}.type: missing (e.g. type = \"vad.silero\")")
         elif t not in registry:
-            problems.append(f"{label}.type: unknown node type '{t}'{did_you_mean(t, registry)}")
+            problems.append(f"{label}.type: {unknown_type(t, registry)}")
         else:
             cls = registry[t]
         decls.append((nid, raw, cls))
@@ -288,6 +288,18 @@ def validate_graph(data: dict, source: str = "<graph>",
     return GraphSpec(name=str(data.get("name", Path(source).stem)), source=source,
                      nodes=tuple(nodes), settings=settings,
                      description=str(data.get("description", "")))
+
+
+def unknown_type(t: str, registry: dict[str, type[Node]]) -> str:
+    """``unknown node type 'x.y'`` with a did-you-mean for a near miss of a known type
+    ('source.fil'), or, when its prefix is none of the known types' ('my.peak'), the hint
+    that a type from the user's own module must be loaded (a did-you-mean would be
+    far-fetched there)."""
+    prefix, dot, _ = t.partition(".")
+    if dot and prefix not in {k.partition(".")[0] for k in registry}:
+        return (f"unknown node type '{t}' (a type from your own module? load it with --plugin "
+                "FILE.py; from Python, import the module first)")
+    return f"unknown node type '{t}'{did_you_mean(t, registry)}"
 
 
 def _override_name(origin: str, nid: str, name: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.errors import EngineError
+from engine.errors import EngineError, GraphError
 from engine.events import Event
 from engine.graph import parse_graph
 from engine.node import AUDIO, Node, NodeIO, load_plugin, param, register
@@ -148,3 +149,21 @@ def test_plugin_whose_own_import_fails_is_not_called_missing(tmp_path, monkeypat
     for spec in ("no_such_module_xyz", "no_such_module_xyz.nodes"):  # itself missing: the hint
         with pytest.raises(EngineError, match="give a module on sys.path or a .py file"):
             load_plugin(spec)
+
+
+# ------------------------------------------------------------------ 7. unknown types
+
+
+def test_unknown_type_from_another_prefix_suggests_plugin_not_a_far_fetched_type():
+    base = '[[nodes]]\nid="s"\ntype="source.file"\nparams={path="x.wav"}\n' \
+           '[[nodes]]\nid="p"\ntype="TYPE"\nin={audio="s.audio"}\n'
+    with pytest.raises(GraphError) as ei:
+        parse_graph(base.replace("TYPE", "my.peak"))
+    msg = str(ei.value)
+    assert "nodes[p].type: unknown node type 'my.peak' (a type from your own module? load it " \
+           "with --plugin FILE.py" in msg
+    assert "did you mean" not in msg
+    with pytest.raises(GraphError, match=re.escape("unknown node type 'sink.speeker' (did you "
+                                                   "mean 'sink.speaker'?)")):
+        parse_graph(base.replace("TYPE", "sink.speeker"))
+
