@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import NegotiationError, ParamError
+from .errors import NegotiationError, ParamError, PortError
 from .events import Event
 
 AUDIO = "audio"
@@ -129,7 +129,11 @@ class NodeIO:
     # -- inputs
     def audio(self, port: str) -> np.ndarray:
         """The input block on ``port``: float32 ``(frames, channels)``, read-only by convention."""
-        return self._in[port]
+        try:
+            return self._in[port]
+        except KeyError:  # only the failure path pays for the message
+            raise self._no_port(port, "audio input", self._in,
+                                " connected (io.has_audio(port) asks first)") from None
 
     def has_audio(self, port: str) -> bool:
         return port in self._in
@@ -141,12 +145,19 @@ class NodeIO:
     # -- outputs
     def out(self, port: str) -> np.ndarray:
         """The preallocated output buffer of ``port``, shape ``(max_block, channels)``."""
-        return self._out[port]
+        try:
+            return self._out[port]
+        except KeyError:
+            raise self._no_port(port, "audio output", self._out) from None
 
     def produced(self, port: str, frames: int) -> None:
         """Report how many frames were written to the start of ``out(port)``."""
-        if not 0 <= frames <= len(self._out[port]):
-            raise ValueError(f"produced({port!r}, {frames}): must be 0..{len(self._out[port])} "
+        try:
+            cap = len(self._out[port])
+        except KeyError:
+            raise self._no_port(port, "audio output", self._out) from None
+        if not 0 <= frames <= cap:
+            raise ValueError(f"produced({port!r}, {frames}): must be 0..{cap} "
                              "(the output buffer's length)")
         self._produced[port] = frames
 
@@ -156,7 +167,17 @@ class NodeIO:
         if not isinstance(event, Event):
             raise TypeError(f"emit({port!r}, ...) takes an engine.events.Event, got "
                             f"{type(event).__name__}")
-        self._events_out[port].append(event)
+        try:
+            self._events_out[port].append(event)
+        except KeyError:
+            raise self._no_port(port, "event output", self._events_out) from None
+
+    def _no_port(self, port: str, kind: str, have, where: str = "") -> PortError:
+        """``b: no event output 'evts' (its event outputs: events)``: for a port name that is
+        not one of the node's (a typo, or a port missing from its ``outputs``)."""
+        names = ", ".join(have) or "none"
+        return PortError(f"{self.node_id}: no {kind} {port!r}{where}{did_you_mean(port, have)} "
+                         f"(its {kind}s: {names})")
 
 
 _EMPTY: list[Event] = []

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.errors import EngineError, GraphError
+from engine.errors import EngineError, GraphError, PortError
 from engine.events import Event
 from engine.graph import parse_graph
-from engine.node import AUDIO, Node, NodeIO, load_plugin, param, register
+from engine.node import AUDIO, EVENTS, Node, NodeIO, load_plugin, param, register
 from engine.runtime import Engine
+from engine.testing import run_node
 
 from .conftest import REPO
 
@@ -53,6 +54,15 @@ class _Raises(_Pass):
 
     def process(self, io: NodeIO) -> None:
         raise ValueError(f"boom at {io.start['audio']}")
+
+
+@register
+class _EmitsOnTypo(_Pass):
+    type_name = "authoring.emits_on_typo"
+    outputs = {"audio": AUDIO, "events": EVENTS}
+
+    def process(self, io: NodeIO) -> None:
+        io.emit("evts", Event(io.start["audio"], SR, self.id))
 
 
 def _graph(tmp_path, node_type: str, seconds: float = 1.0, port: str = "audio"):
@@ -149,6 +159,29 @@ def test_plugin_whose_own_import_fails_is_not_called_missing(tmp_path, monkeypat
     for spec in ("no_such_module_xyz", "no_such_module_xyz.nodes"):  # itself missing: the hint
         with pytest.raises(EngineError, match="give a module on sys.path or a .py file"):
             load_plugin(spec)
+
+
+# ------------------------------------------------------------------ 6. unknown ports
+
+
+def test_unknown_port_names_the_nodes_ports(tmp_path):
+    with pytest.raises(PortError) as ei:
+        run_node(_EmitsOnTypo("b", _Pass.Params()), _tone(), SR, 160)
+    assert str(ei.value) == "b: no event output 'evts' (did you mean 'events'?) (its event " \
+                            "outputs: events)"
+    assert isinstance(ei.value, KeyError)  # still one, for code that catches it
+    io = NodeIO("b", {"audio": np.zeros((4, 1), np.float32)}, ["events"])
+    for call, needle in ((lambda: io.out("x"), "b: no audio output 'x' (its audio outputs: "
+                                               "audio)"),
+                         (lambda: io.produced("x", 1), "b: no audio output 'x'"),
+                         (lambda: io.audio("x"), "b: no audio input 'x' connected")):
+        with pytest.raises(PortError, match=re.escape(needle)):
+            call()
+    eng = Engine(_graph(tmp_path, "authoring.emits_on_typo"), realtime=False)
+    errors: list[Event] = []
+    eng.on("engine.node_error", errors.append)
+    eng.run()
+    assert "b: no event output 'evts'" in errors[0].message, errors[0].message
 
 
 # ------------------------------------------------------------------ 7. unknown types
