@@ -261,13 +261,8 @@ def validate_graph(data: dict, source: str = "<graph>",
                 problems.append(f"{label}.params: must be a table")
             else:
                 found: list[str] = []
-                params = build_params(cls, params_raw, f"{label}.params", found)
+                params = node_params(cls, params_raw, label, found)
                 problems.extend(_mark_overridden(found, nid, overrides.get(nid, {}), origin))
-                if params is not None and hasattr(cls, "validate_params"):
-                    found = [f"{label}.params.{p}" if not p.startswith(label) else p
-                             for p in cls.validate_params(params)]
-                    problems.extend(_mark_overridden(found, nid, overrides.get(nid, {}),
-                                                     origin))
         inputs = _inputs(raw.get("in", {}), label, cls, problems)
         thread = raw.get("thread", cls.thread if cls else "dsp")
         if thread not in ("dsp", "worker"):
@@ -445,6 +440,20 @@ def _check_wiring(nodes: list[NodeDecl], ids: dict[str, int], problems: list[str
 
 # ---------------------------------------------------------------------------------------------
 # typed parameters
+
+
+def node_params(cls: type[Node], raw: dict[str, Any], label: str, problems: list[str]):
+    """A node's parameters from ``raw``, checked as a graph file's are: names, types, ranges
+    (:func:`build_params`), then the node's own ``validate_params`` (model files, ...); each
+    problem is added with its path under ``label`` (``nodes[asr]``). None if any."""
+    params = build_params(cls, raw, f"{label}.params", problems)
+    if params is not None and hasattr(cls, "validate_params"):
+        found = [f"{label}.params.{p}" if not p.startswith(label) else p
+                 for p in cls.validate_params(params)]
+        problems.extend(found)
+        if found:
+            return None
+    return params
 
 
 def build_params(cls: type[Node], raw: dict[str, Any], where: str, problems: list[str]):

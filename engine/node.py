@@ -389,6 +389,30 @@ def load_plugin(spec: str) -> None:
             from None
 
 
+def negotiate_problem(node: Node, in_specs: dict[str, AudioSpec], out_specs: Any) -> str:
+    """What is wrong with ``out_specs``, what ``node.negotiate(in_specs)`` returned, or "".
+    Loading a graph and :func:`engine.testing.run_node` both check with it: a dict of
+    AudioSpec, one for every audio output (one named like an input may be left out: the
+    input's format is taken), none for a port that is not one of the node's audio outputs."""
+    if not isinstance(out_specs, dict):
+        return (f"negotiate() must return a dict of output port -> AudioSpec, got {out_specs!r}"
+                + (" (return {'audio': spec})" if isinstance(out_specs, AudioSpec) else ""))
+    outs = [p for p, k in node.outputs.items() if k == AUDIO]
+    for p, spec in out_specs.items():
+        if p not in outs:
+            return (f"negotiate() gave a format for {p!r}, which is not one of its audio outputs"
+                    f"{did_you_mean(str(p), outs)} (its audio outputs: "
+                    f"{', '.join(outs) or 'none'}; declare it in outputs = {{...}})")
+        if not isinstance(spec, AudioSpec):
+            return (f"negotiate() gave {type(spec).__name__} {spec!r} for {p!r}, not an "
+                    "engine.node.AudioSpec")
+    lost = [p for p in outs if p not in out_specs and p not in in_specs]
+    if lost:
+        return (f"negotiate() gave no format for audio output {', '.join(map(repr, lost))} "
+                "(return {port: AudioSpec(...)} for every audio output)")
+    return ""
+
+
 def did_you_mean(name: str, options) -> str:
     close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -41,7 +41,7 @@ from .errors import (
 )
 from .events import Control, Event, NodeError
 from .graph import GraphSpec, NodeDecl, build_params, load_graph
-from .node import AUDIO, AudioSpec, Node, NodeIO, node_types
+from .node import AUDIO, AudioSpec, Node, NodeIO, negotiate_problem, node_types
 from .queues import BoundedQueue
 
 _STOP = object()
@@ -249,23 +249,15 @@ class Engine:
                 problems.append(f"nodes[{st.id}] ({st.decl.type}): negotiate() raised "
                                 f"{type(e).__name__}: {e}")
                 continue
-            if not isinstance(out_specs, dict):
-                problems.append(f"nodes[{st.id}] ({st.decl.type}): negotiate() must return a "
-                                f"dict of output port -> AudioSpec, got {out_specs!r}")
-                continue
-            lost = [p for p, k in st.node.outputs.items() if k == AUDIO
-                    and p not in out_specs and p not in in_specs]
-            if lost:
-                problems.append(f"nodes[{st.id}] ({st.decl.type}): negotiate() gave no format "
-                                f"for audio output {', '.join(map(repr, lost))} (return "
-                                "{port: AudioSpec(...)} for every audio output)")
+            bad = negotiate_problem(st.node, in_specs, out_specs)
+            if bad:
+                problems.append(f"nodes[{st.id}] ({st.decl.type}): {bad}")
                 continue
             # each output lags its inputs' worst path plus the node's own declared latency
             lag = max((s.latency_s for s in in_specs.values()), default=0.0)
             for port, spec in out_specs.items():
-                if isinstance(spec, AudioSpec):
-                    own = st.node.latency_samples / spec.sample_rate if spec.sample_rate else 0.0
-                    out_specs[port] = replace(spec, latency_s=max(spec.latency_s, lag + own))
+                own = st.node.latency_samples / spec.sample_rate if spec.sample_rate else 0.0
+                out_specs[port] = replace(spec, latency_s=max(spec.latency_s, lag + own))
             st.specs = {**in_specs, **out_specs}
         if problems:
             raise GraphError(self.spec.source, problems)

@@ -20,8 +20,9 @@ from engine.errors import EngineError, GraphError, PortError
 from engine.events import Event
 from engine.graph import parse_graph
 from engine.node import AUDIO, EVENTS, Node, NodeIO, load_plugin, param, register
+from engine.nodes.gain import Gain
 from engine.runtime import Engine
-from engine.testing import run_node
+from engine.testing import make_node, run_node
 
 from .conftest import REPO
 
@@ -63,6 +64,19 @@ class _EmitsOnTypo(_Pass):
 
     def process(self, io: NodeIO) -> None:
         io.emit("evts", Event(io.start["audio"], SR, self.id))
+
+
+@register
+class _RenamedOutput(_Pass):
+    """Declares output 'out' and negotiates 'audio'."""
+
+    type_name = "authoring.renamed_output"
+    outputs = {"out": AUDIO}
+
+
+class _SpecNotDict(_Pass):
+    def negotiate(self, inputs):
+        return inputs["audio"]
 
 
 def _graph(tmp_path, node_type: str, seconds: float = 1.0, port: str = "audio"):
@@ -159,6 +173,45 @@ def test_plugin_whose_own_import_fails_is_not_called_missing(tmp_path, monkeypat
     for spec in ("no_such_module_xyz", "no_such_module_xyz.nodes"):  # itself missing: the hint
         with pytest.raises(EngineError, match="give a module on sys.path or a .py file"):
             load_plugin(spec)
+
+
+# ------------------------------------------------------------------ 4. run_node's checks
+
+
+def test_run_node_checks_negotiate_as_loading_a_graph_does(tmp_path):
+    with pytest.raises(EngineError, match=re.escape(
+            "nodes[n] (authoring.pass): negotiate() must return a dict of output port -> "
+            "AudioSpec, got AudioSpec(")):
+        run_node(_SpecNotDict("n", _Pass.Params()), _tone(), SR, 160)
+    renamed = ("negotiate() gave a format for 'audio', which is not one of its audio outputs "
+               "(its audio outputs: out; declare it in outputs = {...})")
+    with pytest.raises(EngineError, match=re.escape(f"nodes[n] (authoring.renamed_output): "
+                                                    f"{renamed}")):
+        run_node(_RenamedOutput("n", _Pass.Params()), _tone(), SR, 160)
+    with pytest.raises(GraphError, match=re.escape(renamed)):  # the same words
+        Engine(_graph(tmp_path, "authoring.renamed_output", port="out"), realtime=False)
+
+
+def test_make_node_checks_params_as_a_graph_file_does():
+    g = make_node("dsp.gain", id="g", db=6)
+    assert isinstance(g, Gain) and g.id == "g" and g.params.db == 6.0
+    assert make_node(Gain, db=-3).params.db == -3.0
+    for kw, needle in (({"db": 500}, "nodes[g].params.db: must be <= 60, got 500"),
+                       ({"dbb": 1}, "nodes[g].params.dbb: unknown parameter (did you mean "
+                                    "'db'?)"),
+                       ({"db": "6"}, "nodes[g].params.db: must be a number, got str '6'")):
+        with pytest.raises(GraphError, match=re.escape(needle)):
+            make_node("dsp.gain", id="g", **kw)
+    with pytest.raises(GraphError, match="unknown node type 'dsp.gian'"):
+        make_node("dsp.gian")
+
+
+def test_run_node_refuses_params_a_graph_file_would_refuse():
+    with pytest.raises(TypeError, match=re.escape("g: params is a dict, not Gain.Params: build "
+                                                  "the node with engine.testing.make_node(")):
+        run_node(Gain("g", {"db": 6}), _tone(), SR, 160)
+    with pytest.raises(GraphError, match=re.escape("nodes[g].params.db: must be <= 60, got 500")):
+        run_node(Gain("g", Gain.Params(db=500)), _tone(), SR, 160)
 
 
 # ------------------------------------------------------------------ 6. unknown ports
