@@ -413,6 +413,17 @@ def negotiate_problem(node: Node, in_specs: dict[str, AudioSpec], out_specs: Any
     return ""
 
 
+def produced_nothing(node: Node, port: str, took_s: float, produced: int) -> str:
+    """The warning for a node that took ``took_s`` seconds of audio and produced nothing on
+    its audio output ``port`` over a whole run (it forgot ``io.produced``), or "". The
+    engine's own nodes are not checked: a gate (the VAD's ``speech`` port) may rightly give
+    nothing."""
+    if produced or took_s <= 0 or type(node).__module__.startswith(f"{__package__}."):
+        return ""
+    return (f"nodes[{node.id}] ({node.type_name}): took {took_s:.1f} s of audio and produced "
+            f"none on {node.id}.{port}: does process() call io.produced({port!r}, n)?")
+
+
 def did_you_mean(name: str, options) -> str:
     close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ""

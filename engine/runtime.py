@@ -41,7 +41,7 @@ from .errors import (
 )
 from .events import Control, Event, NodeError
 from .graph import GraphSpec, NodeDecl, build_params, load_graph
-from .node import AUDIO, AudioSpec, Node, NodeIO, negotiate_problem, node_types
+from .node import AUDIO, AudioSpec, Node, NodeIO, negotiate_problem, node_types, produced_nothing
 from .queues import BoundedQueue
 
 _STOP = object()
@@ -612,6 +612,8 @@ class Engine:
             self._t_input_end = time.monotonic()
             if self._drain:
                 self._flush_all()
+                if not self._abort:
+                    self._warn_produced_nothing()
         except BaseException as e:  # a bug in the engine itself: record and end
             self.error = e
             self._bus.put(NodeError(0, 1, "engine", message=f"engine stopped: {e!r}"))
@@ -622,6 +624,22 @@ class Engine:
                 _safe_close(st.node)
             _LIVE.discard(self)
             self._done.set()
+
+    def _warn_produced_nothing(self) -> None:
+        """After the drain: a node that took audio and produced none on an audio output that
+        other nodes take most likely forgot ``io.produced``: downstream got nothing, and the
+        run would otherwise end quietly with exit 0."""
+        for st in self._states:
+            if st.errors:  # it raised: reported already, with its traceback
+                continue
+            took = max((p.total.get(pp, 0) / p.specs[pp].sample_rate
+                        for p, pp in st.audio_in.values() if p.specs[pp].sample_rate),
+                       default=0.0)
+            for port in dict.fromkeys(pport for _, _, pport in st.consumers):
+                if port in st.total:
+                    msg = produced_nothing(st.node, port, took, st.total[port])
+                    if msg:
+                        log.warning("%s", msg)
 
     def _frames_for(self, st: _NodeState) -> int:
         rate = st.specs["audio"].sample_rate if "audio" in st.specs else 0

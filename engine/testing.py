@@ -8,6 +8,7 @@ without audio hardware, so a node's behaviour can be checked for any block size.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 from .errors import EngineError, GraphError
 from .events import Event
 from .graph import _check_range, node_params, unknown_type
-from .node import AUDIO, AudioSpec, Node, NodeIO, negotiate_problem, node_types
+from .node import AUDIO, AudioSpec, Node, NodeIO, negotiate_problem, node_types, produced_nothing
 
 
 @dataclass
@@ -81,7 +82,9 @@ def run_node(node: Node, audio: np.ndarray | dict[str, np.ndarray] | None, sampl
 
     Checked as loading a graph checks them: ``node.params`` (a dict instead of ``Params``, a
     value out of range: build nodes with :func:`make_node`) and what ``negotiate`` returns
-    (:class:`~engine.errors.EngineError`). Like the engine, it never calls ``reset()``.
+    (:class:`~engine.errors.EngineError`). Like the engine, it never calls ``reset()``. A node
+    that took audio and, flushed, produced none on an audio output gets a ``UserWarning``
+    (does its ``process`` call ``io.produced``?), as the engine logs one at the end of a run.
     """
     _check_params(node)
     sizes = [block] if isinstance(block, int) else list(block)
@@ -153,4 +156,8 @@ def run_node(node: Node, audio: np.ndarray | dict[str, np.ndarray] | None, sampl
         p: (np.concatenate(c) if c else np.zeros((0, outs[p].shape[1]), np.float32))
         for p, c in collected.items()
     }
+    for p, a in result.audio.items():
+        msg = produced_nothing(node, p, total / sample_rate, len(a)) if flush else ""
+        if msg:
+            warnings.warn(msg, stacklevel=2)
     return result

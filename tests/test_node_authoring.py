@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,17 @@ class _Raises(_Pass):
 
     def process(self, io: NodeIO) -> None:
         raise ValueError(f"boom at {io.start['audio']}")
+
+
+@register
+class _Forgetful(_Pass):
+    """Writes its output and forgets io.produced."""
+
+    type_name = "authoring.forgetful"
+
+    def process(self, io: NodeIO) -> None:
+        x = io.audio("audio")
+        io.out("audio")[: len(x)] = x
 
 
 @register
@@ -173,6 +185,28 @@ def test_plugin_whose_own_import_fails_is_not_called_missing(tmp_path, monkeypat
     for spec in ("no_such_module_xyz", "no_such_module_xyz.nodes"):  # itself missing: the hint
         with pytest.raises(EngineError, match="give a module on sys.path or a .py file"):
             load_plugin(spec)
+
+
+# ------------------------------------------------------------------ 3. forgotten io.produced
+
+
+def test_node_that_never_reports_produced_audio_is_warned_about(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        Engine(_graph(tmp_path, "authoring.forgetful", 2.0), realtime=False).run()
+    msgs = [r.getMessage() for r in caplog.records if "produced none" in r.getMessage()]
+    assert msgs == ["nodes[b] (authoring.forgetful): took 2.0 s of audio and produced none on "
+                    "b.audio: does process() call io.produced('audio', n)?"], caplog.text
+    with pytest.warns(UserWarning, match=re.escape("produced none on n.audio")):
+        run_node(_Forgetful("n", _Forgetful.Params()), _tone(), SR, 160)
+
+
+def test_a_node_that_produces_gets_no_such_warning(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        Engine(_graph(tmp_path, "authoring.emits_on_typo"), realtime=False).run()
+    assert "produced none" not in caplog.text  # (it fails, but not by forgetting)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_node(_Pass("n", _Pass.Params()), _tone(), SR, 160)
 
 
 # ------------------------------------------------------------------ 4. run_node's checks
