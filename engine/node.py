@@ -27,6 +27,9 @@ declarations that are checked when a graph is loaded, before anything runs:
             np.multiply(x, self.g, out=y[: len(x)])
             io.produced("audio", len(x))
 
+``reset()`` is never called by the engine: ``prepare`` sets up the state (calling ``reset``
+itself, if the node has one), see :meth:`Node.reset`.
+
 Real-time rules for ``process``: it runs on the DSP thread once per quantum (or on a worker thread
 for nodes with ``thread = "worker"``); it must accept any block length from 0 to ``max_block``; it
 must not block, allocate large buffers or log; heavy work belongs in Numba ``nogil`` kernels or
@@ -245,7 +248,12 @@ class Node:
         """Process one block. Must accept 0..max_block frames and must not allocate or block."""
 
     def reset(self) -> None:
-        """Clear state (filters, recurrent states, buffers); keep parameters."""
+        """Clear state (filters, recurrent states, buffers); keep parameters.
+
+        The engine never calls it (nor does :func:`engine.testing.run_node`): an engine runs
+        once, and a new run makes new nodes. It is for the node's own use (and a future
+        restart): ``prepare`` must set up every bit of state ``process`` reads, for example
+        by calling ``self.reset()`` at its end."""
 
     def flush(self, io: NodeIO) -> None:
         """End of stream: drain internal buffers and emit final results. Same I/O as process."""

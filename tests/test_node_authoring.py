@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ import soundfile as sf
 from engine.errors import EngineError, GraphError, PortError
 from engine.events import Event
 from engine.graph import parse_graph
-from engine.node import AUDIO, EVENTS, Node, NodeIO, load_plugin, param, register
+from engine.node import AUDIO, EVENTS, Node, NodeIO, load_plugin, register
 from engine.nodes.gain import Gain
 from engine.runtime import Engine
 from engine.testing import make_node, run_node
@@ -30,24 +29,10 @@ from .conftest import REPO
 SR = 16000
 
 
-class _Pass(Node):
-    """Passes its audio through (the base of the nodes below)."""
+class _Pass(Gain):
+    """Passes its audio through (a gain of 0 dB): the base of the nodes below."""
 
     type_name = "authoring.pass"
-    inputs = {"audio": AUDIO}
-    outputs = {"audio": AUDIO}
-
-    @dataclass(frozen=True)
-    class Params:
-        level: float = param(1.0, ge=0, le=2)
-
-    def negotiate(self, inputs):
-        return {"audio": inputs["audio"]}
-
-    def process(self, io: NodeIO) -> None:
-        x = io.audio("audio")
-        io.out("audio")[: len(x)] = x
-        io.produced("audio", len(x))
 
 
 @register
@@ -92,9 +77,15 @@ class _SpecNotDict(_Pass):
 
 
 def _graph(tmp_path, node_type: str, seconds: float = 1.0, port: str = "audio"):
+    return parse_graph(_graph_text(tmp_path, node_type, seconds, port))
+
+
+def _graph_text(tmp_path, node_type: str, seconds: float = 1.0, port: str = "audio") -> str:
+    """A file source of ``seconds`` of a constant, node ``b`` of ``node_type``, a sink.array
+    taking ``b.port``."""
     wav = tmp_path / "in.wav"
     sf.write(wav, np.full(int(SR * seconds), 0.1, np.float32), SR)
-    return parse_graph(f"""
+    return f"""
 [[nodes]]
 id = "src"
 type = "source.file"
@@ -107,7 +98,7 @@ in = {{ audio = "src.audio" }}
 id = "out"
 type = "sink.array"
 in = {{ audio = "b.{port}" }}
-""")
+"""
 
 
 def _tone(seconds: float = 0.5) -> np.ndarray:
@@ -133,40 +124,16 @@ def test_first_error_of_a_node_is_logged_with_its_traceback(tmp_path, caplog):
 
 
 def test_cli_prints_the_traceback_of_a_plugins_first_error(tmp_path):
-    plugin = tmp_path / "bad.py"
-    plugin.write_text(inspect.cleandoc('''
-        from dataclasses import dataclass
-        from engine.node import AUDIO, Node, register
-
-        @register
-        class Bad(Node):
-            type_name = "bad.raises"
-            inputs = {"audio": AUDIO}
-            outputs = {"audio": AUDIO}
-
-            @dataclass(frozen=True)
-            class Params:
-                pass
-
-            def negotiate(self, inputs):
-                return {"audio": inputs["audio"]}
-
-            def process(self, io):
-                raise ValueError("boom")  # the line to find
-        '''))
-    wav = tmp_path / "in.wav"
-    sf.write(wav, _tone(), SR)
+    """This test module is the plugin (a module name on sys.path): its authoring.raises."""
     g = tmp_path / "g.toml"
-    g.write_text(f'[[nodes]]\nid="src"\ntype="source.file"\nparams={{path="{wav}"}}\n'
-                 '[[nodes]]\nid="b"\ntype="bad.raises"\nin={audio="src.audio"}\n'
-                 '[[nodes]]\nid="out"\ntype="sink.array"\nin={audio="b.audio"}\n')
+    g.write_text(_graph_text(tmp_path, "authoring.raises", 0.5))
     r = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(g), "--plugin",
-                        str(plugin), "--fast"], capture_output=True, text=True, timeout=120,
-                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+                        "tests.test_node_authoring", "--fast"], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 3, r.stderr  # finished with node errors
-    assert "warning: nodes[b] (bad.raises): first error, traceback follows" in r.stderr
+    assert "warning: nodes[b] (authoring.raises): first error, traceback follows" in r.stderr
     assert "Traceback (most recent call last)" in r.stderr
-    assert 'raise ValueError("boom")  # the line to find' in r.stderr, r.stderr
+    assert 'raise ValueError(f"boom at {io.start[\'audio\']}")' in r.stderr, r.stderr
     assert r.stderr.count("Traceback") == 1
     assert "produced none" not in r.stderr  # its errors say enough
 
@@ -246,6 +213,25 @@ def test_run_node_refuses_params_a_graph_file_would_refuse():
         run_node(Gain("g", {"db": 6}), _tone(), SR, 160)
     with pytest.raises(GraphError, match=re.escape("nodes[g].params.db: must be <= 60, got 500")):
         run_node(Gain("g", Gain.Params(db=500)), _tone(), SR, 160)
+
+
+def test_readme_shows_run_node_and_make_node_as_they_are():
+    text = (REPO / "README.md").read_text()
+    names = set(inspect.signature(run_node).parameters)
+    for call in re.findall(r"run_node\(([^)]*)\)", text):
+        for arg in (a.strip().split("=")[0] for a in call.split(",")):
+            assert arg in names, f"README: run_node({call}): no parameter {arg!r}"
+    assert "make_node(" in text
+
+
+# ------------------------------------------------------------------ 5. reset()
+
+
+def test_reset_is_documented_as_never_called_by_the_engine():
+    doc = inspect.getdoc(Node.reset) or ""
+    assert "never calls it" in doc and "prepare" in doc
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "`reset()` is never called by the engine" in readme
 
 
 # ------------------------------------------------------------------ 6. unknown ports
