@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from engine.cli import main
 from engine.errors import EngineError, GraphError, PortError
 from engine.events import Event
 from engine.graph import parse_graph
@@ -260,7 +261,7 @@ def test_unknown_port_names_the_nodes_ports(tmp_path):
 # ------------------------------------------------------------------ 7. unknown types
 
 
-def test_unknown_type_from_another_prefix_suggests_plugin_not_a_far_fetched_type():
+def test_unknown_type_from_another_prefix_suggests_plugin_not_a_far_fetched_type(capsys):
     base = '[[nodes]]\nid="s"\ntype="source.file"\nparams={path="x.wav"}\n' \
            '[[nodes]]\nid="p"\ntype="TYPE"\nin={audio="s.audio"}\n'
     with pytest.raises(GraphError) as ei:
@@ -272,4 +273,6 @@ def test_unknown_type_from_another_prefix_suggests_plugin_not_a_far_fetched_type
     with pytest.raises(GraphError, match=re.escape("unknown node type 'sink.speeker' (did you "
                                                    "mean 'sink.speaker'?)")):
         parse_graph(base.replace("TYPE", "sink.speeker"))
+    assert main(["nodes", "my.peak"]) == 2  # the same for `audio-engine nodes TYPE`
+    assert "unknown node type 'my.peak' (a type from your own module?" in capsys.readouterr().err
 
