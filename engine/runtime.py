@@ -705,7 +705,9 @@ class Engine:
             st.errors += 1
             if st.node.is_source:
                 st.node.finished = True  # a broken source ends
-            if st.errors == 1:  # once per node, so that its author finds the failing line
+            # once per node, so that its author finds the failing line (a log call on the
+            # DSP thread, but on the failure path only, and once)
+            if st.errors == 1:
                 log.warning("nodes[%s] (%s): first error, traceback follows (later ones are "
                             "counted and reported as engine.node_error)", st.id, st.decl.type,
                             exc_info=e)

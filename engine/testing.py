@@ -32,7 +32,7 @@ def make_node(node_type: str | type[Node], id: str = "node", **params: Any) -> N
     """A node of ``node_type`` (a registered type name such as ``"dsp.gain"``, or the class)
     with id ``id`` and ``params`` checked exactly as a graph file's are: unknown names,
     types, ranges, the node's own checks. Raises :class:`~engine.errors.GraphError` listing
-    every problem (``make_node("dsp.gain", db=500)``: ``nodes[node].params.db: must be <= 40,
+    every problem (``make_node("dsp.gain", db=500)``: ``nodes[node].params.db: must be <= 60,
     got 500``)."""
     if isinstance(node_type, str):
         registry = node_types()
