@@ -630,7 +630,8 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     import inspect
     import re
 
-    from .node import AUDIO, did_you_mean, node_types
+    from .graph import unknown_type
+    from .node import AUDIO, node_types
 
     _load_plugins(args.plugin)
     types = node_types()
@@ -646,8 +647,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         print("\naudio-engine nodes TYPE: its ports and parameters")
         return 0
     if args.type not in types:
-        raise EngineError(f"no node type '{args.type}'{did_you_mean(args.type, types)} "
-                          "(audio-engine nodes lists them)")
+        raise EngineError(f"{unknown_type(args.type, types)} (audio-engine nodes lists them)")
     cls = types[args.type]
     print(f"{args.type}: {plain(inspect.cleandoc(cls.__doc__ or ''))}\n")
 

@@ -43,3 +43,11 @@ class DeviceError(EngineError):
 
 class ParamError(EngineError):
     """A run-time parameter change (e.g. ``Engine.set``) is invalid."""
+
+
+class PortError(EngineError, KeyError):
+    """A node's ``process`` asked its :class:`~engine.node.NodeIO` for a port it does not have
+    (``io.emit("evts", ev)``). Still a ``KeyError`` for code that catches one."""
+
+    def __str__(self) -> str:  # not KeyError's repr of the message
+        return str(self.args[0]) if self.args else ""

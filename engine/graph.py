@@ -242,7 +242,7 @@ def validate_graph(data: dict, source: str = "<graph>",
         if not isinstance(t, str):
             problems.append(f"{label}.type: missing (e.g. type = \"vad.silero\")")
         elif t not in registry:
-            problems.append(f"{label}.type: unknown node type '{t}'{did_you_mean(t, registry)}")
+            problems.append(f"{label}.type: {unknown_type(t, registry)}")
         else:
             cls = registry[t]
         decls.append((nid, raw, cls))
@@ -261,13 +261,8 @@ def validate_graph(data: dict, source: str = "<graph>",
                 problems.append(f"{label}.params: must be a table")
             else:
                 found: list[str] = []
-                params = build_params(cls, params_raw, f"{label}.params", found)
+                params = node_params(cls, params_raw, label, found)
                 problems.extend(_mark_overridden(found, nid, overrides.get(nid, {}), origin))
-                if params is not None and hasattr(cls, "validate_params"):
-                    found = [f"{label}.params.{p}" if not p.startswith(label) else p
-                             for p in cls.validate_params(params)]
-                    problems.extend(_mark_overridden(found, nid, overrides.get(nid, {}),
-                                                     origin))
         inputs = _inputs(raw.get("in", {}), label, cls, problems)
         thread = raw.get("thread", cls.thread if cls else "dsp")
         if thread not in ("dsp", "worker"):
@@ -288,6 +283,18 @@ def validate_graph(data: dict, source: str = "<graph>",
     return GraphSpec(name=str(data.get("name", Path(source).stem)), source=source,
                      nodes=tuple(nodes), settings=settings,
                      description=str(data.get("description", "")))
+
+
+def unknown_type(t: str, registry: dict[str, type[Node]]) -> str:
+    """``unknown node type 'x.y'`` with a did-you-mean for a near miss of a known type
+    ('source.fil'), or, when its prefix is none of the known types' ('my.peak'), the hint
+    that a type from the user's own module must be loaded (a did-you-mean would be
+    far-fetched there)."""
+    prefix, dot, _ = t.partition(".")
+    if dot and prefix not in {k.partition(".")[0] for k in registry}:
+        return (f"unknown node type '{t}' (a type from your own module? load it with --plugin "
+                "FILE.py; from Python, import the module first)")
+    return f"unknown node type '{t}'{did_you_mean(t, registry)}"
 
 
 def _override_name(origin: str, nid: str, name: str) -> str:
@@ -433,6 +440,20 @@ def _check_wiring(nodes: list[NodeDecl], ids: dict[str, int], problems: list[str
 
 # ---------------------------------------------------------------------------------------------
 # typed parameters
+
+
+def node_params(cls: type[Node], raw: dict[str, Any], label: str, problems: list[str]):
+    """A node's parameters from ``raw``, checked as a graph file's are: names, types, ranges
+    (:func:`build_params`), then the node's own ``validate_params`` (model files, ...); each
+    problem is added with its path under ``label`` (``nodes[asr]``). None if any."""
+    params = build_params(cls, raw, f"{label}.params", problems)
+    if params is not None and hasattr(cls, "validate_params"):
+        found = [f"{label}.params.{p}" if not p.startswith(label) else p
+                 for p in cls.validate_params(params)]
+        problems.extend(found)
+        if found:
+            return None
+    return params
 
 
 def build_params(cls: type[Node], raw: dict[str, Any], where: str, problems: list[str]):

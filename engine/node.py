@@ -27,6 +27,9 @@ declarations that are checked when a graph is loaded, before anything runs:
             np.multiply(x, self.g, out=y[: len(x)])
             io.produced("audio", len(x))
 
+``reset()`` is never called by the engine: ``prepare`` sets up the state (calling ``reset``
+itself, if the node has one), see :meth:`Node.reset`.
+
 Real-time rules for ``process``: it runs on the DSP thread once per quantum (or on a worker thread
 for nodes with ``thread = "worker"``); it must accept any block length from 0 to ``max_block``; it
 must not block, allocate large buffers or log; heavy work belongs in Numba ``nogil`` kernels or
@@ -49,7 +52,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import NegotiationError, ParamError
+from .errors import NegotiationError, ParamError, PortError
 from .events import Event
 
 AUDIO = "audio"
@@ -129,7 +132,11 @@ class NodeIO:
     # -- inputs
     def audio(self, port: str) -> np.ndarray:
         """The input block on ``port``: float32 ``(frames, channels)``, read-only by convention."""
-        return self._in[port]
+        try:
+            return self._in[port]
+        except KeyError:  # only the failure path pays for the message
+            raise self._no_port(port, "audio input", self._in,
+                                " connected (io.has_audio(port) asks first)") from None
 
     def has_audio(self, port: str) -> bool:
         return port in self._in
@@ -141,12 +148,19 @@ class NodeIO:
     # -- outputs
     def out(self, port: str) -> np.ndarray:
         """The preallocated output buffer of ``port``, shape ``(max_block, channels)``."""
-        return self._out[port]
+        try:
+            return self._out[port]
+        except KeyError:
+            raise self._no_port(port, "audio output", self._out) from None
 
     def produced(self, port: str, frames: int) -> None:
         """Report how many frames were written to the start of ``out(port)``."""
-        if not 0 <= frames <= len(self._out[port]):
-            raise ValueError(f"produced({port!r}, {frames}): must be 0..{len(self._out[port])} "
+        try:
+            cap = len(self._out[port])
+        except KeyError:
+            raise self._no_port(port, "audio output", self._out) from None
+        if not 0 <= frames <= cap:
+            raise ValueError(f"produced({port!r}, {frames}): must be 0..{cap} "
                              "(the output buffer's length)")
         self._produced[port] = frames
 
@@ -156,7 +170,17 @@ class NodeIO:
         if not isinstance(event, Event):
             raise TypeError(f"emit({port!r}, ...) takes an engine.events.Event, got "
                             f"{type(event).__name__}")
-        self._events_out[port].append(event)
+        try:
+            self._events_out[port].append(event)
+        except KeyError:
+            raise self._no_port(port, "event output", self._events_out) from None
+
+    def _no_port(self, port: str, kind: str, have, where: str = "") -> PortError:
+        """``b: no event output 'evts' (its event outputs: events)``: for a port name that is
+        not one of the node's (a typo, or a port missing from its ``outputs``)."""
+        names = ", ".join(have) or "none"
+        return PortError(f"{self.node_id}: no {kind} {port!r}{where}{did_you_mean(port, have)} "
+                         f"(its {kind}s: {names})")
 
 
 _EMPTY: list[Event] = []
@@ -224,7 +248,12 @@ class Node:
         """Process one block. Must accept 0..max_block frames and must not allocate or block."""
 
     def reset(self) -> None:
-        """Clear state (filters, recurrent states, buffers); keep parameters."""
+        """Clear state (filters, recurrent states, buffers); keep parameters.
+
+        The engine never calls it (nor does :func:`engine.testing.run_node`): an engine runs
+        once, and a new run makes new nodes. It is for the node's own use (and a future
+        restart): ``prepare`` must set up every bit of state ``process`` reads, for example
+        by calling ``self.reset()`` at its end."""
 
     def flush(self, io: NodeIO) -> None:
         """End of stream: drain internal buffers and emit final results. Same I/O as process."""
@@ -358,12 +387,49 @@ def load_plugin(spec: str) -> None:
             importlib.import_module(spec)
     except EngineError:
         raise
-    except ModuleNotFoundError as e:
-        raise EngineError(f"--plugin {spec}: {e} (give a module on sys.path or a .py file)")\
-            from None
     except Exception as e:  # noqa: BLE001 - the author's bug, shown as one line
+        missing = (e.name or "") if isinstance(e, ModuleNotFoundError) else ""
+        if missing and not path.exists() and (spec == missing or spec.startswith(missing + ".")):
+            raise EngineError(f"--plugin {spec}: {e} (give a module on sys.path or a .py "
+                              "file)") from None
+        # found, but it raised (an import of its own included)
         raise EngineError(f"--plugin {spec}: importing it raised {type(e).__name__}: {e}")\
             from None
+
+
+def negotiate_problem(node: Node, in_specs: dict[str, AudioSpec], out_specs: Any) -> str:
+    """What is wrong with ``out_specs``, what ``node.negotiate(in_specs)`` returned, or "".
+    Loading a graph and :func:`engine.testing.run_node` both check with it: a dict of
+    AudioSpec, one for every audio output (one named like an input may be left out: the
+    input's format is taken), none for a port that is not one of the node's audio outputs."""
+    if not isinstance(out_specs, dict):
+        return (f"negotiate() must return a dict of output port -> AudioSpec, got {out_specs!r}"
+                + (" (return {'audio': spec})" if isinstance(out_specs, AudioSpec) else ""))
+    outs = [p for p, k in node.outputs.items() if k == AUDIO]
+    for p, spec in out_specs.items():
+        if p not in outs:
+            return (f"negotiate() gave a format for {p!r}, which is not one of its audio outputs"
+                    f"{did_you_mean(str(p), outs)} (its audio outputs: "
+                    f"{', '.join(outs) or 'none'}; declare it in outputs = {{...}})")
+        if not isinstance(spec, AudioSpec):
+            return (f"negotiate() gave {type(spec).__name__} {spec!r} for {p!r}, not an "
+                    "engine.node.AudioSpec")
+    lost = [p for p in outs if p not in out_specs and p not in in_specs]
+    if lost:
+        return (f"negotiate() gave no format for audio output {', '.join(map(repr, lost))} "
+                "(return {port: AudioSpec(...)} for every audio output)")
+    return ""
+
+
+def produced_nothing(node: Node, port: str, took_s: float, produced: int) -> str:
+    """The warning for a node that took ``took_s`` seconds of audio and produced nothing on
+    its audio output ``port`` over a whole run (it forgot ``io.produced``), or "". The
+    engine's own nodes are not checked: a gate (the VAD's ``speech`` port) may rightly give
+    nothing."""
+    if produced or took_s <= 0 or type(node).__module__.startswith(f"{__package__}."):
+        return ""
+    return (f"nodes[{node.id}] ({node.type_name}): took {took_s:.1f} s of audio and produced "
+            f"none on {node.id}.{port}: does process() call io.produced({port!r}, n)?")
 
 
 def did_you_mean(name: str, options) -> str:

@@ -41,7 +41,7 @@ from .errors import (
 )
 from .events import Control, Event, NodeError
 from .graph import GraphSpec, NodeDecl, build_params, load_graph
-from .node import AUDIO, AudioSpec, Node, NodeIO, node_types
+from .node import AUDIO, AudioSpec, Node, NodeIO, negotiate_problem, node_types, produced_nothing
 from .queues import BoundedQueue
 
 _STOP = object()
@@ -249,23 +249,15 @@ class Engine:
                 problems.append(f"nodes[{st.id}] ({st.decl.type}): negotiate() raised "
                                 f"{type(e).__name__}: {e}")
                 continue
-            if not isinstance(out_specs, dict):
-                problems.append(f"nodes[{st.id}] ({st.decl.type}): negotiate() must return a "
-                                f"dict of output port -> AudioSpec, got {out_specs!r}")
-                continue
-            lost = [p for p, k in st.node.outputs.items() if k == AUDIO
-                    and p not in out_specs and p not in in_specs]
-            if lost:
-                problems.append(f"nodes[{st.id}] ({st.decl.type}): negotiate() gave no format "
-                                f"for audio output {', '.join(map(repr, lost))} (return "
-                                "{port: AudioSpec(...)} for every audio output)")
+            bad = negotiate_problem(st.node, in_specs, out_specs)
+            if bad:
+                problems.append(f"nodes[{st.id}] ({st.decl.type}): {bad}")
                 continue
             # each output lags its inputs' worst path plus the node's own declared latency
             lag = max((s.latency_s for s in in_specs.values()), default=0.0)
             for port, spec in out_specs.items():
-                if isinstance(spec, AudioSpec):
-                    own = st.node.latency_samples / spec.sample_rate if spec.sample_rate else 0.0
-                    out_specs[port] = replace(spec, latency_s=max(spec.latency_s, lag + own))
+                own = st.node.latency_samples / spec.sample_rate if spec.sample_rate else 0.0
+                out_specs[port] = replace(spec, latency_s=max(spec.latency_s, lag + own))
             st.specs = {**in_specs, **out_specs}
         if problems:
             raise GraphError(self.spec.source, problems)
@@ -630,6 +622,8 @@ class Engine:
             self._t_input_end = time.monotonic()
             if self._drain:
                 self._flush_all()
+                if not self._abort:
+                    self._warn_produced_nothing()
         except BaseException as e:  # a bug in the engine itself: record and end
             self.error = e
             self._bus.put(NodeError(0, 1, "engine", message=f"engine stopped: {e!r}"))
@@ -640,6 +634,22 @@ class Engine:
                 _safe_close(st.node)
             _LIVE.discard(self)
             self._done.set()
+
+    def _warn_produced_nothing(self) -> None:
+        """After the drain: a node that took audio and produced none on an audio output that
+        other nodes take most likely forgot ``io.produced``: downstream got nothing, and the
+        run would otherwise end quietly with exit 0."""
+        for st in self._states:
+            if st.errors:  # it raised: reported already, with its traceback
+                continue
+            took = max((p.total.get(pp, 0) / p.specs[pp].sample_rate
+                        for p, pp in st.audio_in.values() if p.specs[pp].sample_rate),
+                       default=0.0)
+            for port in dict.fromkeys(pport for _, _, pport in st.consumers):
+                if port in st.total:
+                    msg = produced_nothing(st.node, port, took, st.total[port])
+                    if msg:
+                        log.warning("%s", msg)
 
     def _frames_for(self, st: _NodeState) -> int:
         rate = st.specs["audio"].sample_rate if "audio" in st.specs else 0
@@ -705,6 +715,12 @@ class Engine:
             st.errors += 1
             if st.node.is_source:
                 st.node.finished = True  # a broken source ends
+            # once per node, so that its author finds the failing line (a log call on the
+            # DSP thread, but on the failure path only, and once)
+            if st.errors == 1:
+                log.warning("nodes[%s] (%s): first error, traceback follows (later ones are "
+                            "counted and reported as engine.node_error)", st.id, st.decl.type,
+                            exc_info=e)
             if st.errors <= 3 or st.errors % 100 == 0:
                 # where in the stream: the block's position on its first input's clock (a
                 # source's: its output's)

@@ -488,7 +488,7 @@ def test_cli_lists_node_types_and_their_parameters():
     assert "ramp_ms (float) = 10.0  [>= 0; <= 10000]" in r.stdout
     assert "inputs:  audio (audio)" in r.stdout
     r = run_cli("nodes", "vad.silro")
-    assert_clean_error(r, "no node type 'vad.silro'", "did you mean 'vad.silero'")
+    assert_clean_error(r, "unknown node type 'vad.silro'", "did you mean 'vad.silero'")
     plugin = REPO / "tests" / "data" / "plugin_meter.py"
     r = run_cli("nodes", "test.meter", "--plugin", str(plugin))
     assert r.returncode == 0 and "every_s" in r.stdout, r.stderr

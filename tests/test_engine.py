@@ -145,10 +145,12 @@ params = {{ path = "{out}" }}
     # embedded without a subscriber for node errors, they go to the log (logger "engine")
     import logging
 
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="engine"):
         Engine(spec, realtime=False).run()
-    assert [r.getMessage() for r in caplog.records][:1] == [
-        "x: test.exploding raised RuntimeError: boom"]
+    assert [r.getMessage() for r in caplog.records][:2] == [  # the first with its traceback
+        "nodes[x] (test.exploding): first error, traceback follows (later ones are counted "
+        "and reported as engine.node_error)", "x: test.exploding raised RuntimeError: boom"]
 
 
 def test_cli_run_exits_3_when_a_node_raised(tmp_path, capsys, monkeypatch):
