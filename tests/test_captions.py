@@ -51,7 +51,11 @@ def _finals(eng: Engine) -> list[Event]:
 @needs_model
 def test_microphone_to_captions_matches_offline_wer(pulse, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    names = ["librispeech-test-clean__1089-134686-0000.flac", "ljspeech__LJ001-0002.wav"]
+    # three speakers, 54 words: one word is under 2 points, so the 5-point margin below
+    # is more than one word's luck (with two recordings, 32 words, it was one word: a rare
+    # flake, live 9.4 vs offline 3.1 on 'mutton' -> 'mutant' and 'fattened' -> 'fat and')
+    names = ["librispeech-test-clean__1089-134686-0000.flac", "ljspeech__LJ001-0002.wav",
+             "jfk.flac"]
     finals_text, refs, offline = [], [], []
     for name in names:
         path = shared(f"speech/{name}")
