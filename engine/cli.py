@@ -502,8 +502,9 @@ class _LiveView:
                 cs = stream.stats
                 xruns += cs.input_overflows + cs.output_underflows
             # a device that stopped delivering (unplugged, sound server gone) is a dropout too
-            xruns += getattr(st.node, "reopens", 0) + getattr(st.node, "_stalled", False)
-            if getattr(st.node, "_stalled", False):
+            stalled = getattr(st.node, "_stalled", False)
+            xruns += getattr(st.node, "reopens", 0) + stalled
+            if stalled:
                 lost.append(st.id)
             ring = getattr(st.node, "ring", None)
             rate = getattr(st.node.params, "sample_rate", 0)

@@ -430,7 +430,7 @@ def _check_wiring(nodes: list[NodeDecl], ids: dict[str, int], problems: list[str
         state[nid] = 2
 
     # (with a duplicate id, reported already, which node a reference means is unknown)
-    for nid in by_id if len(by_id) == len(nodes) else ():
+    for nid in by_id if not dup else ():
         if nid not in state:
             dfs(nid, [nid])
     if len(nodes) == len(ids) and not any(n.cls.is_source for n in nodes):

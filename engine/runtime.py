@@ -413,13 +413,14 @@ class Engine:
             raise EngineError(f"{who} got shape {x.shape}: frames come first (frames x "
                               f"channels); pass the transposed array (x.T)")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():  # models would take them in (a lost turn), a speaker
-            bad = int(x.size - np.count_nonzero(np.isfinite(x)))  # would play full-scale noise
+        finite = np.isfinite(x)
+        if not finite.all():  # models would take them in (a lost turn), a speaker would play
+            bad = int(x.size - np.count_nonzero(finite))  # them as full-scale noise
             raise EngineError(f"{who} got NaN or infinite samples ({bad} of {x.size}): "
                               "nothing of this array was taken; np.nan_to_num(x) replaces them")
         if len(x) and not self._warned_scale:
             peak = float(np.max(np.abs(x)))
-            if peak > 2.0 and np.isfinite(peak):
+            if peak > 2.0:
                 self._warned_scale = True
                 log.warning("%s: float samples peak at %.0f; floats are taken as [-1, 1] "
                             "(int16 PCM as floats? pass the int16 array itself, or divide "

@@ -12,7 +12,6 @@ import os
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -22,7 +21,8 @@ import soundfile as sf
 from onnx import TensorProto, helper
 
 from engine.graph import parse_graph
-from engine.node import AUDIO, Node, NodeIO, register
+from engine.node import NodeIO, register
+from engine.nodes.gain import Gain
 from engine.runtime import Engine
 
 from .conftest import REPO, Player, Recorder, best_alignment, load_mono, shared
@@ -151,26 +151,15 @@ class _BusyInference:
 
 
 @register
-class _TooSlow(Node):
-    """Test-only node type: takes 20 ms for every call (each 10 ms of audio), so a live graph
-    falls behind real time by half a second per second."""
+class _TooSlow(Gain):
+    """Test-only node type: a 0 dB dsp.gain that takes 20 ms for every call (each 10 ms of
+    audio), so a live graph falls behind real time by half a second per second."""
 
     type_name = "test.too_slow"
-    inputs = {"audio": AUDIO}
-    outputs = {"audio": AUDIO}
-
-    @dataclass(frozen=True)
-    class Params:
-        pass
-
-    def negotiate(self, inputs):
-        return {"audio": inputs["audio"]}
 
     def process(self, io: NodeIO) -> None:
         time.sleep(0.02)
-        x = io.audio("audio")
-        io.out("audio")[: len(x)] = x
-        io.produced("audio", len(x))
+        super().process(io)
 
 
 def test_a_graph_too_slow_for_real_time_says_it_drops_input(pulse, tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from engine.errors import GraphError
 from engine.events import Event, NodeError
 from engine.graph import load_graph, parse_graph
 from engine.node import AUDIO, EVENTS, AudioSpec, Node, NodeIO, register
+from engine.nodes.gain import Gain
 from engine.queues import BoundedQueue
 from engine.ring import AudioRing
 from engine.runtime import Engine
@@ -64,33 +65,21 @@ def test_ring_wraps_and_counts():
 
 
 @register
-class _Exploding(Node):
-    """Test-only node type: raises on every third block, to check error containment."""
+class _Exploding(Gain):
+    """Test-only node type: a 0 dB dsp.gain that raises on every third block, to check error
+    containment."""
 
     type_name = "test.exploding"
-    inputs = {"audio": AUDIO}
-    outputs = {"audio": AUDIO}
-
-    @dataclass(frozen=True)
-    class Params:
-        pass
-
-    def negotiate(self, inputs):
-        return {"audio": inputs["audio"]}
 
     def prepare(self, specs):
+        super().prepare(specs)
         self.n = 0
 
     def process(self, io: NodeIO) -> None:
         self.n += 1
         if self.n % 3 == 0:
             raise RuntimeError("boom")
-        self._pass(io)
-
-    def _pass(self, io: NodeIO) -> None:
-        x = io.audio("audio")
-        io.out("audio")[: len(x)] = x
-        io.produced("audio", len(x))
+        super().process(io)
 
 
 @register
@@ -104,7 +93,7 @@ class _Complaining(_Exploding):
 
     def process(self, io: NodeIO) -> None:
         self.n += 1
-        self._pass(io)
+        Gain.process(self, io)
         if self.n % 10 == 0:
             io.emit("events", NodeError(io.start["audio"], 16000, self.id,
                                         message="clip not saved"))

@@ -111,10 +111,10 @@ class Microphone(DeviceStream, LiveSource):
         # error (a node too slow); said when it starts, then at most every 5 s of audio
         dropped = self.ring.overflows if self.ring is not None else 0
         pos = io.start.get("audio", 0)
-        again = pos - self._dropped_at >= 5 * self.params.sample_rate
-        if dropped > self._dropped_reported and (not self._dropped_reported or again):
-            io.emit("status", StreamStatus(pos, self.params.sample_rate, self.id,
-                                           kind="input_dropped", count=dropped))
+        rate = self.params.sample_rate
+        if dropped > self._dropped_reported and pos - self._dropped_at >= 5 * rate:
+            io.emit("status", StreamStatus(pos, rate, self.id, kind="input_dropped",
+                                           count=dropped))
             self._dropped_reported, self._dropped_at = dropped, pos
         if self._stalled and not self._stall_reported:
             self._stall_reported = True
